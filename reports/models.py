@@ -1,0 +1,142 @@
+"""Questionnaire answers and risk alerts."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from reports.instruments import GAD7, INSTRUMENTS, MAX_ITEMS, PHQ9
+from tracking.models import Clinic, Patient
+
+ITEM_FIELDS = [f"item_{n}" for n in range(1, MAX_ITEMS + 1)]
+
+
+class Instrument(models.TextChoices):
+    PHQ9 = "phq9", "PHQ-9"
+    GAD7 = "gad7", "GAD-7"
+
+
+def _items_sum(count: int):
+    expression = F("item_1")
+    for n in range(2, count + 1):
+        expression = expression + F(f"item_{n}")
+    return expression
+
+
+def _response_constraints() -> list[models.BaseConstraint]:
+    constraints: list[models.BaseConstraint] = [
+        models.UniqueConstraint(fields=["clinic", "response_id"], name="response_id_unique_per_clinic"),
+        models.CheckConstraint(condition=Q(instrument__in=list(INSTRUMENTS)), name="response_instrument_known"),
+    ]
+    for field in ITEM_FIELDS:
+        constraints.append(
+            models.CheckConstraint(
+                condition=Q(**{f"{field}__isnull": True}) | Q(**{f"{field}__gte": 0, f"{field}__lte": 3}),
+                name=f"response_{field}_0_3",
+            )
+        )
+    for instrument in (PHQ9, GAD7):
+        n = instrument.item_count
+        all_null = Q(**{f"item_{i}__isnull": True for i in range(1, MAX_ITEMS + 1)})
+        complete = Q(**{f"item_{i}__isnull": False for i in range(1, n + 1)}) & Q(
+            **{f"item_{i}__isnull": True for i in range(n + 1, MAX_ITEMS + 1)}
+        )
+        constraints.append(
+            models.CheckConstraint(
+                condition=~Q(instrument=instrument.code)
+                | (
+                    Q(total__gte=instrument.total_min, total__lte=instrument.total_max)
+                    & (all_null | (complete & Q(total=_items_sum(n))))
+                ),
+                name=f"response_{instrument.code}_total_and_items",
+            )
+        )
+    return constraints
+
+
+class OutcomeResponse(models.Model):
+    """One administration of a questionnaire. Item scores are stored when known (one column per item so
+    the database can check each one); the total always, and it equals their sum."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="+")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="outcome_responses")
+    response_id = models.CharField(max_length=128)
+    instrument = models.CharField(max_length=8, choices=Instrument.choices)
+    administered_at = models.DateTimeField()
+    total = models.PositiveSmallIntegerField()
+    item_1 = models.PositiveSmallIntegerField(null=True, blank=True)
+    item_2 = models.PositiveSmallIntegerField(null=True, blank=True)
+    item_3 = models.PositiveSmallIntegerField(null=True, blank=True)
+    item_4 = models.PositiveSmallIntegerField(null=True, blank=True)
+    item_5 = models.PositiveSmallIntegerField(null=True, blank=True)
+    item_6 = models.PositiveSmallIntegerField(null=True, blank=True)
+    item_7 = models.PositiveSmallIntegerField(null=True, blank=True)
+    item_8 = models.PositiveSmallIntegerField(null=True, blank=True)
+    item_9 = models.PositiveSmallIntegerField(null=True, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = _response_constraints()
+        indexes = [models.Index(fields=["patient", "instrument", "administered_at"], name="response_patient_time")]
+
+    def __str__(self) -> str:
+        return self.response_id
+
+    @property
+    def items(self) -> list[int] | None:
+        count = INSTRUMENTS[self.instrument].item_count
+        values = [getattr(self, f"item_{n}") for n in range(1, count + 1)]
+        return None if values[0] is None else values
+
+    @staticmethod
+    def item_columns(items: list[int] | None) -> dict[str, int | None]:
+        items = items or []
+        return {field: (items[i] if i < len(items) else None) for i, field in enumerate(ITEM_FIELDS)}
+
+
+class AlertKind(models.TextChoices):
+    CRISIS_SIGNAL = "crisis_signal", "Crisis signal from the game"
+    ITEM9 = "phq9_item9", "PHQ-9 item 9 answered above 0"
+    RELIABLE_DETERIORATION = "reliable_deterioration", "Reliable deterioration"
+    DISENGAGEMENT = "disengagement", "Disengagement"
+
+
+class AlertSeverity(models.TextChoices):
+    URGENT = "urgent"
+    HIGH = "high"
+    MODERATE = "moderate"
+
+
+class Alert(models.Model):
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="+")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="alerts")
+    kind = models.CharField(max_length=32, choices=AlertKind.choices)
+    severity = models.CharField(max_length=16, choices=AlertSeverity.choices)
+    reason = models.TextField()
+    # The game's id of a crisis signal; null for alerts we raise ourselves.
+    alert_id = models.CharField(max_length=128, null=True, blank=True)
+    source_response = models.ForeignKey(
+        OutcomeResponse, on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts"
+    )
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "alert_id"], name="alert_id_unique_per_clinic"),
+            models.UniqueConstraint(
+                fields=["source_response", "kind"],
+                condition=Q(source_response__isnull=False),
+                name="alert_once_per_response_and_kind",
+            ),
+            models.CheckConstraint(condition=Q(severity__in=AlertSeverity.values), name="alert_severity_valid"),
+        ]
+        indexes = [models.Index(fields=["patient", "acknowledged_at"], name="alert_patient_open")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.severity})"
