@@ -1,3 +1,21 @@
 from django.contrib import admin
 
-# Register your models here.
+from reports.models import Alert, OutcomeResponse
+
+
+@admin.register(OutcomeResponse)
+class OutcomeResponseAdmin(admin.ModelAdmin):
+    list_display = ("response_id", "patient", "instrument", "administered_at", "total")
+    list_filter = ("instrument",)
+    search_fields = ("response_id", "patient__player_id")
+    raw_id_fields = ("patient", "clinic")
+    list_select_related = ("patient",)
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ("patient", "kind", "severity", "occurred_at", "acknowledged_at")
+    list_filter = ("kind", "severity")
+    search_fields = ("patient__player_id", "alert_id")
+    raw_id_fields = ("patient", "clinic", "source_response", "acknowledged_by")
+    list_select_related = ("patient",)

@@ -1,0 +1,124 @@
+"""Writes for questionnaire answers and alerts."""
+
+from django.utils import timezone
+
+from reports.instruments import PHQ9, get_instrument
+from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
+from tracking.models import Clinic, Patient
+from tracking.services import item_error as _error
+
+
+
+def patient_flag_risk(*, patient: Patient, at=None) -> None:
+    """Raises the patient's risk flag (it is cleared only by a therapist, with a note)."""
+    if not patient.risk_flag:
+        Patient.objects.filter(pk=patient.pk).update(risk_flag=True, risk_flag_raised_at=at or timezone.now())
+        patient.risk_flag = True
+
+
+def alert_raise(*, patient: Patient, kind: str, severity: str, reason: str, occurred_at, **extra) -> Alert:
+    alert = Alert.objects.create(
+        clinic_id=patient.clinic_id,
+        patient=patient,
+        kind=kind,
+        severity=severity,
+        reason=reason,
+        occurred_at=occurred_at,
+        **extra,
+    )
+    if severity in (AlertSeverity.URGENT, AlertSeverity.HIGH):
+        patient_flag_risk(patient=patient)
+    return alert
+
+
+def risk_item_alert(response: OutcomeResponse, patient: Patient) -> Alert | None:
+    """PHQ-9 item 9 above 0 raises an urgent alert at once, whatever the total (DESIGN §5)."""
+    instrument = get_instrument(response.instrument)
+    items = response.items
+    if instrument.risk_item is None or items is None:
+        return None
+    answer = items[instrument.risk_item - 1]
+    if answer == 0:
+        return None
+    return alert_raise(
+        patient=patient,
+        kind=AlertKind.ITEM9,
+        severity=AlertSeverity.URGENT,
+        reason=f"{PHQ9.name} item {instrument.risk_item} answered {answer} (of 3).",
+        occurred_at=response.administered_at,
+        source_response=response,
+    )
+
+
+def outcomes_ingest(*, clinic: Clinic, items: list[dict], patients: dict[str, Patient], result, errors: list) -> None:
+    """Stores new responses; a response posted again unchanged is counted as unchanged. A stored answer is
+    never rewritten: a changed one is rejected so a clinical record cannot be silently altered."""
+    existing = {
+        r.response_id: r
+        for r in OutcomeResponse.objects.filter(clinic=clinic, response_id__in=[i["response_id"] for i in items])
+    }
+    counts = result.counts["outcomes"]
+    for item in items:
+        patient = patients[item["player_id"]]
+        stored = existing.get(item["response_id"])
+        if stored is not None:
+            same = (
+                stored.patient_id == patient.pk
+                and stored.instrument == item["instrument"]
+                and stored.administered_at == item["administered_at"]
+                and stored.total == item["total"]
+                and (item["items"] is None or stored.items == item["items"])
+            )
+            if same:
+                counts.unchanged += 1
+            else:
+                errors.append(
+                    _error("outcomes", item, "response_id", "response_id",
+                           "Already recorded with different values; a stored response cannot be changed.")
+                )
+            continue
+        response = OutcomeResponse.objects.create(
+            clinic=clinic,
+            patient=patient,
+            response_id=item["response_id"],
+            instrument=item["instrument"],
+            administered_at=item["administered_at"],
+            total=item["total"],
+            **OutcomeResponse.item_columns(item["items"]),
+        )
+        counts.created += 1
+        result.changed_patient_ids.add(patient.pk)
+        alert = risk_item_alert(response, patient)
+        if alert is not None:
+            result.new_alert_ids.append(alert.pk)
+
+
+def alerts_ingest(*, clinic: Clinic, items: list[dict], patients: dict[str, Patient], result, errors: list) -> None:
+    """Crisis signals from the game: each becomes an alert at once, in the ingest transaction."""
+    existing = {a.alert_id: a for a in Alert.objects.filter(clinic=clinic, alert_id__in=[i["alert_id"] for i in items])}
+    counts = result.counts["alerts"]
+    for item in items:
+        patient = patients[item["player_id"]]
+        stored = existing.get(item["alert_id"])
+        if stored is not None:
+            if stored.patient_id == patient.pk and (stored.severity, stored.reason, stored.occurred_at) == (
+                item["level"], item["reason"], item["occurred_at"]
+            ):
+                counts.unchanged += 1
+            else:
+                errors.append(
+                    _error("alerts", item, "alert_id", "alert_id",
+                           "Already recorded with different values; a stored crisis signal cannot be changed.")
+                )
+            continue
+        alert = alert_raise(
+            patient=patient,
+            kind=AlertKind.CRISIS_SIGNAL,
+            severity=item["level"],
+            reason=item["reason"],
+            occurred_at=item["occurred_at"],
+            alert_id=item["alert_id"],
+        )
+        counts.created += 1
+        result.changed_patient_ids.add(patient.pk)
+        result.new_alert_ids.append(alert.pk)

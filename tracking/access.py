@@ -1,0 +1,76 @@
+"""Who may reach what: the one place access to patients is decided (DESIGN §7).
+
+A therapist reaches only the patients assigned to them. A patient of a clinic the user is not a member
+of, or an unassigned patient, answers 404 — the same answer as a patient that does not exist, so
+nothing reveals whether another clinic's patient exists. A member of the clinic whose role does not
+give access to clinical detail (clinic admin, auditor) gets 403.
+"""
+
+from collections.abc import Iterable
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from tracking.models import Clinic, IngestToken, Membership, Patient, Role
+
+CLINICAL_ROLES = frozenset({Role.THERAPIST})
+
+
+def roles_of(user) -> dict[int, str]:
+    """clinic id → role, for a logged-in user (cached on the user object for the request)."""
+    if not getattr(user, "is_authenticated", False):
+        return {}
+    cached = getattr(user, "_clinic_roles", None)
+    if cached is None:
+        cached = dict(Membership.objects.filter(user=user).values_list("clinic_id", "role"))
+        user._clinic_roles = cached
+    return cached
+
+
+def has_role(user, roles: Iterable[str]) -> bool:
+    wanted = set(roles)
+    return any(role in wanted for role in roles_of(user).values())
+
+
+def require_role(user, roles: Iterable[str]) -> None:
+    if not has_role(user, roles):
+        raise PermissionDenied("Your role does not give access to this page.")
+
+
+def clinics_with_role(user, role: str) -> QuerySet[Clinic]:
+    return Clinic.objects.filter(pk__in=[c for c, r in roles_of(user).items() if r == role])
+
+
+def caseload_for_user(user) -> QuerySet[Patient]:
+    """The patients a therapist may see: those assigned to them, in clinics where they are a therapist."""
+    therapist_clinics = [c for c, r in roles_of(user).items() if r == Role.THERAPIST]
+    return Patient.objects.filter(clinic_id__in=therapist_clinics, assignments__therapist=user)
+
+
+def patient_for_user(user, player_id: str) -> Patient:
+    """The patient with this player id if the user may see its clinical detail; else 404 or 403."""
+    roles = roles_of(user)
+    patient = Patient.objects.select_related("clinic").filter(clinic_id__in=roles, player_id=player_id).first()
+    if patient is None:
+        raise Http404("No such patient.")
+    if roles[patient.clinic_id] not in CLINICAL_ROLES:
+        raise PermissionDenied("Your role does not give access to clinical detail.")
+    if not patient.assignments.filter(therapist=user).exists():
+        raise Http404("No such patient.")
+    return patient
+
+
+def patient_for_token(token: IngestToken, player_id: str) -> Patient:
+    """A game server reaches the players of its own clinic only."""
+    patient = Patient.objects.select_related("clinic").filter(clinic_id=token.clinic_id, player_id=player_id).first()
+    if patient is None:
+        raise Http404("No such patient.")
+    return patient
+
+
+def patient_for_request(request, player_id: str) -> Patient:
+    """For API views that accept either the clinic's ingest token or a logged-in user."""
+    if isinstance(request.auth, IngestToken):
+        return patient_for_token(request.auth, player_id)
+    return patient_for_user(request.user, player_id)

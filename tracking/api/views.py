@@ -1,0 +1,74 @@
+"""The HTTP API: ingest for the game server, reads for the game server and for staff."""
+
+from django.conf import settings
+from django.db import IntegrityError
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import permissions, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from reports import selectors as report_selectors
+from tracking import access
+from tracking.api.errors import BatchInvalid, Conflict, ErrorSerializer, PayloadTooLarge
+from tracking.api.serializers import AlertOutSerializer, IngestBatchSerializer, IngestResultSerializer
+from tracking.api.validation import batch_validate
+from tracking.models import IngestToken
+from tracking.services import IngestRejected, ingest_batch
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid request; `errors` names each bad item and field."),
+    401: OpenApiResponse(ErrorSerializer, description="Missing, wrong or revoked credentials."),
+    403: OpenApiResponse(ErrorSerializer, description="Authenticated, but not allowed."),
+    404: OpenApiResponse(ErrorSerializer, description="No such patient (or not yours to see)."),
+}
+
+
+class HasIngestToken(permissions.BasePermission):
+    message = "This endpoint takes a clinic's ingest token."
+
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.auth, IngestToken)
+
+
+class IngestView(APIView):
+    permission_classes = [HasIngestToken]
+
+    @extend_schema(
+        request=IngestBatchSerializer,
+        responses={
+            200: IngestResultSerializer,
+            201: IngestResultSerializer,
+            400: ERRORS[400],
+            401: ERRORS[401],
+            403: ERRORS[403],
+            409: OpenApiResponse(ErrorSerializer, description="A concurrent write conflicted; retry the batch."),
+            413: OpenApiResponse(ErrorSerializer, description="Body larger than the cap."),
+        },
+        summary="Post a batch of sessions, markers, outcomes and crisis signals",
+        description="All-or-nothing and idempotent by external id. 201 when something was created, else 200.",
+    )
+    def post(self, request):
+        items = batch_validate(request.data, max_items=settings.INGEST_MAX_ITEMS)
+        try:
+            result = ingest_batch(clinic=request.auth.clinic, items=items)
+        except IngestRejected as rejected:
+            raise BatchInvalid(rejected.errors) from None
+        except IntegrityError:
+            # Two concurrent batches gave the same new external id to different players.
+            raise Conflict() from None
+        code = status.HTTP_201_CREATED if result.created_any else status.HTTP_200_OK
+        return Response(result.as_dict(), status=code)
+
+    def initial(self, request, *args, **kwargs):
+        # Checked before the body is parsed, so a huge body is refused without reading it.
+        if int(request.META.get("CONTENT_LENGTH") or 0) > settings.INGEST_MAX_BODY_BYTES:
+            self.perform_authentication(request)
+            raise PayloadTooLarge(f"Request body is larger than {settings.INGEST_MAX_BODY_BYTES} bytes.")
+        super().initial(request, *args, **kwargs)
+
+
+class PatientAlertsView(APIView):
+    @extend_schema(responses={200: AlertOutSerializer(many=True), **{k: ERRORS[k] for k in (401, 403, 404)}})
+    def get(self, request, player_id: str):
+        patient = access.patient_for_request(request, player_id)
+        return Response(AlertOutSerializer(report_selectors.alerts_for_patient(patient), many=True).data)
