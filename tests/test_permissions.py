@@ -1,0 +1,63 @@
+"""URL × persona permission matrix (DESIGN §7). A URL that is not in the matrix fails the test."""
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+# Expected status per persona. The patient in a path is therapist A's patient "p-a1"; {foreign} is a
+# patient of another clinic. 302 = sent to the login page.
+PERSONAS = ["anonymous", "therapist_a", "therapist_b", "clinic_admin", "auditor", "foreign_therapist"]
+MATRIX = {
+    "": ("GET", "/", [302, 200, 200, 200, 200, 200]),
+    "login/": ("GET", "/login/", [200, 302, 302, 302, 302, 302]),
+    "logout/": ("POST", "/logout/", [302, 302, 302, 302, 302, 302]),
+    "admin/": ("GET", "/admin/", [302, 302, 302, 302, 302, 302]),
+    "api/v1/ingest": ("POST", "/api/v1/ingest", [401, 403, 403, 403, 403, 403]),
+    "api/v1/patients/<str:player_id>/alerts": ("GET", "/api/v1/patients/p-a1/alerts", [401, 200, 404, 403, 403, 404]),
+    "api/schema/": ("GET", "/api/schema/", [200, 200, 200, 200, 200, 200]),
+}
+
+
+def all_routes(resolver=None, prefix=""):
+    resolver = resolver or get_resolver()
+    for entry in resolver.url_patterns:
+        route = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            if route == "admin/":  # Django's admin: staff only, checked as one entry
+                yield route
+                continue
+            yield from all_routes(entry, route)
+        elif isinstance(entry, URLPattern):
+            yield route
+
+
+def test_every_url_is_in_the_matrix():
+    assert set(all_routes()) == set(MATRIX)
+
+
+CASES = [(route, persona, expected[i]) for route, (_, _, expected) in MATRIX.items() for i, persona in enumerate(PERSONAS)]
+
+
+@pytest.mark.parametrize("route, persona, expected", CASES, ids=[f"{r or 'home'}-{p}" for r, p, _ in CASES])
+def test_permission_matrix(personas, route, persona, expected):
+    method, path, _ = MATRIX[route]
+    client = personas[persona]
+    response = client.post(path, content_type="application/json", data="{}") if method == "POST" else client.get(path)
+    assert response.status_code == expected
+
+
+def test_therapist_cannot_see_other_therapists_patient(personas, patient_b):
+    assert personas["therapist_a"].get(f"/api/v1/patients/{patient_b.player_id}/alerts").status_code == 404
+
+
+def test_foreign_patient_is_404_not_403_so_existence_is_not_revealed(personas, foreign_patient):
+    response = personas["therapist_a"].get(f"/api/v1/patients/{foreign_patient.player_id}/alerts")
+    missing = personas["therapist_a"].get("/api/v1/patients/does-not-exist/alerts")
+    assert response.status_code == missing.status_code == 404
+    assert response.json() == missing.json()
+
+
+def test_caseload_lists_exactly_the_therapists_patients(personas, patients_a, patient_b, foreign_patient):
+    html = personas["therapist_a"].get("/").content.decode()
+    for patient in patients_a:
+        assert f'data-player-id="{patient.player_id}"' in html
+    assert patient_b.player_id not in html and foreign_patient.player_id not in html
