@@ -8,7 +8,6 @@ from tracking.models import Clinic, Patient
 from tracking.services import item_error as _error
 
 
-
 def patient_flag_risk(*, patient: Patient, at=None) -> None:
     """Raises the patient's risk flag (it is cleared only by a therapist, with a note)."""
     if not patient.risk_flag:
@@ -73,8 +72,13 @@ def outcomes_ingest(*, clinic: Clinic, items: list[dict], patients: dict[str, Pa
                 counts.unchanged += 1
             else:
                 errors.append(
-                    _error("outcomes", item, "response_id", "response_id",
-                           "Already recorded with different values; a stored response cannot be changed.")
+                    _error(
+                        "outcomes",
+                        item,
+                        "response_id",
+                        "response_id",
+                        "Already recorded with different values; a stored response cannot be changed.",
+                    )
                 )
             continue
         response = OutcomeResponse.objects.create(
@@ -102,13 +106,20 @@ def alerts_ingest(*, clinic: Clinic, items: list[dict], patients: dict[str, Pati
         stored = existing.get(item["alert_id"])
         if stored is not None:
             if stored.patient_id == patient.pk and (stored.severity, stored.reason, stored.occurred_at) == (
-                item["level"], item["reason"], item["occurred_at"]
+                item["level"],
+                item["reason"],
+                item["occurred_at"],
             ):
                 counts.unchanged += 1
             else:
                 errors.append(
-                    _error("alerts", item, "alert_id", "alert_id",
-                           "Already recorded with different values; a stored crisis signal cannot be changed.")
+                    _error(
+                        "alerts",
+                        item,
+                        "alert_id",
+                        "alert_id",
+                        "Already recorded with different values; a stored crisis signal cannot be changed.",
+                    )
                 )
             continue
         alert = alert_raise(

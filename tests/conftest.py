@@ -60,7 +60,10 @@ def patient_a(clinic, therapist_a):
 
 @pytest.fixture
 def patients_a(clinic, therapist_a, patient_a):
-    more = [CareAssignmentFactory(patient=PatientFactory(clinic=clinic, player_id=f"p-a{n}"), therapist=therapist_a).patient for n in (2, 3)]
+    more = [
+        CareAssignmentFactory(patient=PatientFactory(clinic=clinic, player_id=f"p-a{n}"), therapist=therapist_a).patient
+        for n in (2, 3)
+    ]
     return [patient_a, *more]
 
 
@@ -100,7 +103,9 @@ def logged_in(user) -> Client:
 
 
 @pytest.fixture
-def personas(db, therapist_a, therapist_b, clinic_admin, auditor, foreign_therapist, patient_a, patient_b, foreign_patient):
+def personas(
+    db, therapist_a, therapist_b, clinic_admin, auditor, foreign_therapist, patient_a, patient_b, foreign_patient
+):
     """Every persona by name: a logged-in Client, or an anonymous one."""
     return {
         "anonymous": Client(),

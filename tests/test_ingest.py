@@ -74,7 +74,13 @@ def make_batch(player="player-1", prefix="") -> dict:
                 "items": [2, 2, 1, 1, 2, 1, 1, 1, 0],
                 "total": 11,
             },
-            {"response_id": f"{prefix}r2", "player_id": player, "instrument": "gad7", "administered_at": iso(T0), "total": 9},
+            {
+                "response_id": f"{prefix}r2",
+                "player_id": player,
+                "instrument": "gad7",
+                "administered_at": iso(T0),
+                "total": 9,
+            },
         ],
         "alerts": [
             {
@@ -97,7 +103,11 @@ def snapshot() -> dict:
     """Everything ingest can write, to prove a rejected batch changed nothing."""
     return {
         "patients": sorted(Patient.objects.values_list("clinic_id", "player_id", "data_changed_at", "risk_flag")),
-        "sessions": sorted(TherapySession.objects.values_list("session_id", "started_at", "ended_at", "status", "duration_minutes", "updated_at")),
+        "sessions": sorted(
+            TherapySession.objects.values_list(
+                "session_id", "started_at", "ended_at", "status", "duration_minutes", "updated_at"
+            )
+        ),
         "markers": sorted(ProgressMarker.objects.values_list("marker_id", "type", "therapeutic_value", "achieved_at")),
         "outcomes": sorted(OutcomeResponse.objects.values_list("response_id", "total")),
         "alerts": sorted(Alert.objects.values_list("kind", "reason")),
@@ -122,7 +132,11 @@ def test_batch_is_stored_with_exactly_the_posted_values(api, clinic):
     assert (s1.patient, s1.clinic) == (patient, clinic)
     assert s1.started_at == T0 and s1.ended_at == T0 + timedelta(minutes=25)
     assert (s1.status, s1.duration_minutes, s1.world, s1.character) == ("completed", 24.5, "Calm Coast", "Wren")
-    assert (s1.approaches, s1.interventions_count, s1.key_achievements) == (["mindfulness", "cbt"], 3, ["Finished breathing exercise"])
+    assert (s1.approaches, s1.interventions_count, s1.key_achievements) == (
+        ["mindfulness", "cbt"],
+        3,
+        ["Finished breathing exercise"],
+    )
     s2 = TherapySession.objects.get(session_id="s2")
     assert (s2.ended_at, s2.status, s2.duration_minutes, s2.approaches) == (None, "active", 5.0, [])
     m1 = ProgressMarker.objects.get(marker_id="m1")
@@ -134,7 +148,12 @@ def test_batch_is_stored_with_exactly_the_posted_values(api, clinic):
     r2 = OutcomeResponse.objects.get(response_id="r2")
     assert (r2.instrument, r2.total, r2.items) == ("gad7", 9, None)
     alert = Alert.objects.get(alert_id="a1")
-    assert (alert.kind, alert.severity, alert.patient, alert.occurred_at) == (AlertKind.CRISIS_SIGNAL, "urgent", patient, T0 + timedelta(minutes=15))
+    assert (alert.kind, alert.severity, alert.patient, alert.occurred_at) == (
+        AlertKind.CRISIS_SIGNAL,
+        "urgent",
+        patient,
+        T0 + timedelta(minutes=15),
+    )
     patient.refresh_from_db()
     assert patient.risk_flag and patient.data_changed_at is not None
 
@@ -144,14 +163,19 @@ def test_the_same_batch_again_changes_nothing(api):
     before = snapshot()
     response = post(api, make_batch())
     assert response.status_code == 200
-    assert all(c == {"created": 0, "updated": 0, "unchanged": n} for c, n in zip(response.json().values(), [2, 2, 2, 1], strict=True))
+    assert all(
+        c == {"created": 0, "updated": 0, "unchanged": n}
+        for c, n in zip(response.json().values(), [2, 2, 2, 1], strict=True)
+    )
     assert snapshot() == before
 
 
 def test_a_changed_session_is_updated(api):
     batch = make_batch()
     post(api, batch)
-    batch["sessions"][1].update(status="completed", ended_at=iso(T0 + timedelta(days=1, minutes=30)), duration_minutes=30)
+    batch["sessions"][1].update(
+        status="completed", ended_at=iso(T0 + timedelta(days=1, minutes=30)), duration_minutes=30
+    )
     response = post(api, batch)
     assert response.status_code == 200
     assert response.json()["sessions"] == {"created": 0, "updated": 1, "unchanged": 1}
@@ -161,7 +185,17 @@ def test_a_changed_session_is_updated(api):
 
 
 def test_phq9_item9_above_zero_raises_an_urgent_alert_once(api, clinic):
-    batch = {"outcomes": [{"response_id": "r9", "player_id": "p9", "instrument": "phq9", "administered_at": iso(T0), "items": [0, 0, 0, 0, 0, 0, 0, 0, 1]}]}
+    batch = {
+        "outcomes": [
+            {
+                "response_id": "r9",
+                "player_id": "p9",
+                "instrument": "phq9",
+                "administered_at": iso(T0),
+                "items": [0, 0, 0, 0, 0, 0, 0, 0, 1],
+            }
+        ]
+    }
     assert post(api, batch).status_code == 201
     post(api, batch)
     alert = Alert.objects.get(kind=AlertKind.ITEM9)
@@ -184,10 +218,30 @@ BAD_INPUTS = {
     "wrong type": (_bad(lambda b: b["sessions"][0].update(duration_minutes="long")), "sessions", 0, "duration_minutes"),
     "id not a string": (_bad(lambda b: b["markers"][0].update(marker_id=17)), "markers", 0, "marker_id"),
     "unknown marker type": (_bad(lambda b: b["markers"][1].update(type="epiphany")), "markers", 1, "type"),
-    "therapeutic_value 1.5": (_bad(lambda b: b["markers"][0].update(therapeutic_value=1.5)), "markers", 0, "therapeutic_value"),
-    "negative duration": (_bad(lambda b: b["sessions"][0].update(duration_minutes=-1)), "sessions", 0, "duration_minutes"),
-    "wrong number of items": (_bad(lambda b: b["outcomes"][0].update(items=[1, 1, 1], total=None)), "outcomes", 0, "items"),
-    "item out of range": (_bad(lambda b: b["outcomes"][0].update(items=[4, 2, 1, 1, 2, 1, 0, 0, 0], total=None)), "outcomes", 0, "items"),
+    "therapeutic_value 1.5": (
+        _bad(lambda b: b["markers"][0].update(therapeutic_value=1.5)),
+        "markers",
+        0,
+        "therapeutic_value",
+    ),
+    "negative duration": (
+        _bad(lambda b: b["sessions"][0].update(duration_minutes=-1)),
+        "sessions",
+        0,
+        "duration_minutes",
+    ),
+    "wrong number of items": (
+        _bad(lambda b: b["outcomes"][0].update(items=[1, 1, 1], total=None)),
+        "outcomes",
+        0,
+        "items",
+    ),
+    "item out of range": (
+        _bad(lambda b: b["outcomes"][0].update(items=[4, 2, 1, 1, 2, 1, 0, 0, 0], total=None)),
+        "outcomes",
+        0,
+        "items",
+    ),
     "total out of range": (_bad(lambda b: b["outcomes"][1].update(total=22)), "outcomes", 1, "total"),
     "total disagrees with items": (_bad(lambda b: b["outcomes"][0].update(total=12)), "outcomes", 0, "total"),
     "unknown instrument": (_bad(lambda b: b["outcomes"][1].update(instrument="bdi")), "outcomes", 1, "instrument"),
@@ -197,20 +251,58 @@ BAD_INPUTS = {
         0,
         "occurred_at",
     ),
-    "timestamp without offset": (_bad(lambda b: b["sessions"][0].update(started_at="2026-11-20T18:30:00")), "sessions", 0, "started_at"),
-    "ends before it starts": (_bad(lambda b: b["sessions"][0].update(ended_at=iso(T0 - timedelta(minutes=1)))), "sessions", 0, "ended_at"),
-    "marker for an unknown session": (_bad(lambda b: b["markers"][1].update(session_id="nope")), "markers", 1, "session_id"),
-    "marker of another player's session": (_bad(lambda b: b["markers"][0].update(player_id="someone-else")), "markers", 0, "player_id"),
+    "timestamp without offset": (
+        _bad(lambda b: b["sessions"][0].update(started_at="2026-11-20T18:30:00")),
+        "sessions",
+        0,
+        "started_at",
+    ),
+    "ends before it starts": (
+        _bad(lambda b: b["sessions"][0].update(ended_at=iso(T0 - timedelta(minutes=1)))),
+        "sessions",
+        0,
+        "ended_at",
+    ),
+    "marker for an unknown session": (
+        _bad(lambda b: b["markers"][1].update(session_id="nope")),
+        "markers",
+        1,
+        "session_id",
+    ),
+    "marker of another player's session": (
+        _bad(lambda b: b["markers"][0].update(player_id="someone-else")),
+        "markers",
+        0,
+        "player_id",
+    ),
     "unknown field": (_bad(lambda b: b["sessions"][0].update(mood="sunny")), "sessions", 0, "mood"),
     "unknown alert level": (_bad(lambda b: b["alerts"][0].update(level="meh")), "alerts", 0, "level"),
-    "duplicate id in batch": (_bad(lambda b: b["sessions"].append(copy.deepcopy(b["sessions"][0]))), "sessions", 2, "session_id"),
+    "duplicate id in batch": (
+        _bad(lambda b: b["sessions"].append(copy.deepcopy(b["sessions"][0]))),
+        "sessions",
+        2,
+        "session_id",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
 def test_bad_input_is_rejected_naming_item_and_field_and_stores_nothing(api, case):
     build, kind, index, field = BAD_INPUTS[case]
-    post(api, {"sessions": [{"session_id": "existing", "player_id": "p0", "started_at": iso(T0), "status": "completed", "duration_minutes": 1}]})
+    post(
+        api,
+        {
+            "sessions": [
+                {
+                    "session_id": "existing",
+                    "player_id": "p0",
+                    "started_at": iso(T0),
+                    "status": "completed",
+                    "duration_minutes": 1,
+                }
+            ]
+        },
+    )
     before = snapshot()
     response = post(api, build())
     assert response.status_code == 400
@@ -229,15 +321,26 @@ def test_contradicting_stored_items_rejects_the_whole_batch(api):
     response = post(api, batch)
     assert response.status_code == 400
     assert response.json()["errors"] == [
-        {"kind": "outcomes", "index": 2, "item_id": "r2", "field": "response_id",
-         "reason": "Already recorded with different values; a stored response cannot be changed."}
+        {
+            "kind": "outcomes",
+            "index": 2,
+            "item_id": "r2",
+            "field": "response_id",
+            "reason": "Already recorded with different values; a stored response cannot be changed.",
+        }
     ]
     assert snapshot() == before
 
 
 @pytest.mark.parametrize(
     "body, field",
-    [("{not json", "detail"), ("[1, 2]", "body"), ('{"sessions": {}}', "sessions"), ("{}", "body"), ('{"visits": []}', "visits")],
+    [
+        ("{not json", "detail"),
+        ("[1, 2]", "body"),
+        ('{"sessions": {}}', "sessions"),
+        ("{}", "body"),
+        ('{"visits": []}', "visits"),
+    ],
 )
 def test_malformed_bodies_are_400_with_a_message(api, body, field):
     response = post(api, body)
@@ -282,7 +385,12 @@ def test_revoked_token_is_401_and_use_is_recorded(api, clinic):
 
 
 def test_token_of_one_clinic_neither_reads_nor_writes_another_clinics_patients(api, foreign_patient, other_token):
-    assert Client(headers={"Authorization": f"Bearer {other_token}"}).get(f"/api/v1/patients/{foreign_patient.player_id}/alerts").status_code == 200
+    assert (
+        Client(headers={"Authorization": f"Bearer {other_token}"})
+        .get(f"/api/v1/patients/{foreign_patient.player_id}/alerts")
+        .status_code
+        == 200
+    )
     assert api.get(f"/api/v1/patients/{foreign_patient.player_id}/alerts").status_code == 404
     # Writing with the same player id creates a separate patient in the token's own clinic.
     post(api, make_batch(player=foreign_patient.player_id))

@@ -34,7 +34,9 @@ def test_every_url_is_in_the_matrix():
     assert set(all_routes()) == set(MATRIX)
 
 
-CASES = [(route, persona, expected[i]) for route, (_, _, expected) in MATRIX.items() for i, persona in enumerate(PERSONAS)]
+CASES = [
+    (route, persona, expected[i]) for route, (_, _, expected) in MATRIX.items() for i, persona in enumerate(PERSONAS)
+]
 
 
 @pytest.mark.parametrize("route, persona, expected", CASES, ids=[f"{r or 'home'}-{p}" for r, p, _ in CASES])

@@ -83,9 +83,7 @@ class Patient(models.Model):
 
 class CareAssignment(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="assignments")
-    therapist = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="care_assignments"
-    )
+    therapist = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="care_assignments")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

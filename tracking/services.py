@@ -8,9 +8,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from tracking.models import CareAssignment, Clinic, IngestToken, Membership, Patient, TherapySession, ProgressMarker
+from tracking.models import CareAssignment, Clinic, IngestToken, Membership, Patient, ProgressMarker, TherapySession
 
-TOKEN_PREFIX = "pt_"
+TOKEN_PREFIX = "pt_"  # noqa: S105 (a marker, not a secret)
 
 SESSION_FIELDS = (
     "started_at",
@@ -139,7 +139,9 @@ def _upsert_sessions(clinic, items, patients, result, errors) -> None:
             to_create.append(TherapySession(clinic=clinic, patient=patient, session_id=item["session_id"], **values))
             counts.created += 1
         elif stored.patient_id != patient.pk:
-            errors.append(item_error("sessions", item, "session_id", "player_id", "This session belongs to another player."))
+            errors.append(
+                item_error("sessions", item, "session_id", "player_id", "This session belongs to another player.")
+            )
         elif any(getattr(stored, f) != v for f, v in values.items()):
             for f, v in values.items():
                 setattr(stored, f, v)
@@ -166,10 +168,16 @@ def _upsert_markers(clinic, items, patients, result, errors) -> None:
         patient = patients[item["player_id"]]
         session = sessions.get(item["session_id"])
         if session is None:
-            errors.append(item_error("markers", item, "marker_id", "session_id", "Unknown session: post it first or in this batch."))
+            errors.append(
+                item_error(
+                    "markers", item, "marker_id", "session_id", "Unknown session: post it first or in this batch."
+                )
+            )
             continue
         if session.patient_id != patient.pk:
-            errors.append(item_error("markers", item, "marker_id", "player_id", "The session belongs to another player."))
+            errors.append(
+                item_error("markers", item, "marker_id", "player_id", "The session belongs to another player.")
+            )
             continue
         values = {f: item[f] for f in MARKER_FIELDS}
         stored = existing.get(item["marker_id"])
@@ -179,7 +187,9 @@ def _upsert_markers(clinic, items, patients, result, errors) -> None:
             )
             counts.created += 1
         elif stored.session_id != session.pk:
-            errors.append(item_error("markers", item, "marker_id", "session_id", "This marker was recorded for another session."))
+            errors.append(
+                item_error("markers", item, "marker_id", "session_id", "This marker was recorded for another session.")
+            )
             continue
         elif any(getattr(stored, f) != v for f, v in values.items()):
             for f, v in values.items():

@@ -23,7 +23,9 @@ class BatchInvalid(exceptions.APIException):
     def __init__(self, errors: list[dict]):
         self.errors = errors
         noun = "item" if len({(e.get("kind"), e.get("index")) for e in errors}) == 1 else "items"
-        super().__init__(f"The batch was rejected and nothing was stored: {len(errors)} problem(s) in the {noun} listed.")
+        super().__init__(
+            f"The batch was rejected and nothing was stored: {len(errors)} problem(s) in the {noun} listed."
+        )
 
 
 class Conflict(exceptions.APIException):

@@ -10,7 +10,9 @@ KINDS = tuple(ITEM_SERIALIZERS)
 
 def batch_validate(data, *, max_items: int) -> dict[str, list[dict]]:
     if not isinstance(data, dict):
-        raise BatchInvalid([{"field": "body", "reason": "Expected a JSON object with sessions, markers, outcomes, alerts."}])
+        raise BatchInvalid(
+            [{"field": "body", "reason": "Expected a JSON object with sessions, markers, outcomes, alerts."}]
+        )
     errors: list[dict] = []
     unknown = sorted(set(data) - set(KINDS))
     errors += [{"field": key, "reason": f"Unknown key; expected one of {', '.join(KINDS)}."} for key in unknown]
@@ -24,7 +26,9 @@ def batch_validate(data, *, max_items: int) -> dict[str, list[dict]]:
     if total == 0:
         raise BatchInvalid([{"field": "body", "reason": "The batch has no items."}])
     if total > max_items:
-        raise BatchInvalid([{"field": "body", "reason": f"The batch has {total} items; at most {max_items} per request."}])
+        raise BatchInvalid(
+            [{"field": "body", "reason": f"The batch has {total} items; at most {max_items} per request."}]
+        )
 
     validated: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     for kind, items in lists.items():

@@ -9,4 +9,6 @@ def clinic_by_slug(slug: str) -> Clinic:
     try:
         return Clinic.objects.get(slug=slug)
     except Clinic.DoesNotExist:
-        raise CommandError(f"No clinic with slug {slug!r}. Create it with: manage.py create_clinic {slug} --name NAME") from None
+        raise CommandError(
+            f"No clinic with slug {slug!r}. Create it with: manage.py create_clinic {slug} --name NAME"
+        ) from None

@@ -17,8 +17,12 @@ class Command(BaseCommand):
         clinic_obj = clinic_by_slug(clinic)
         patient = Patient.objects.filter(clinic=clinic_obj, player_id=player_id).first()
         if patient is None:
-            raise CommandError(f"No patient {player_id!r} in clinic {clinic_obj.slug}. Patients appear when the game first posts them.")
-        membership = Membership.objects.filter(clinic=clinic_obj, user__username=username).select_related("user").first()
+            raise CommandError(
+                f"No patient {player_id!r} in clinic {clinic_obj.slug}. Patients appear when the game first posts them."
+            )
+        membership = (
+            Membership.objects.filter(clinic=clinic_obj, user__username=username).select_related("user").first()
+        )
         if membership is None:
             raise CommandError(f"{username!r} is not a member of clinic {clinic_obj.slug}.")
         if membership.role != Role.THERAPIST:
