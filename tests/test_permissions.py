@@ -3,6 +3,8 @@
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from tests.matrix_reports import MATRIX as REPORTS_MATRIX
+
 # Expected status per persona. The patient in a path is therapist A's patient "p-a1"; {foreign} is a
 # patient of another clinic. 302 = sent to the login page.
 PERSONAS = ["anonymous", "therapist_a", "therapist_b", "clinic_admin", "auditor", "foreign_therapist"]
@@ -14,6 +16,7 @@ MATRIX = {
     "api/v1/ingest": ("POST", "/api/v1/ingest", [401, 403, 403, 403, 403, 403]),
     "api/v1/patients/<str:player_id>/alerts": ("GET", "/api/v1/patients/p-a1/alerts", [401, 200, 404, 403, 403, 404]),
     "api/schema/": ("GET", "/api/schema/", [200, 200, 200, 200, 200, 200]),
+    **REPORTS_MATRIX,
 }
 
 

@@ -20,6 +20,9 @@ class Clinic(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
     created_at = models.DateTimeField(auto_now_add=True)
+    # Celebration hook: new milestones are POSTed here, signed with HMAC-SHA256 of the body.
+    webhook_url = models.URLField(blank=True, help_text="The game server's celebration endpoint (optional).")
+    webhook_secret = models.CharField(max_length=128, blank=True, help_text="Shared secret for the signature.")
 
     class Meta:
         ordering = ["name"]
@@ -195,3 +198,162 @@ class IngestToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+# ----- analytics (DESIGN §4) ----------------------------------------------------------------------
+
+
+class MilestoneFamily(models.TextChoices):
+    STREAK = "streak", "Streak (consecutive active days)"
+    SKILLS = "skills", "Skills acquired"
+    SESSIONS = "sessions", "Sessions"
+    BREAKTHROUGHS = "breakthroughs", "Breakthroughs"
+
+
+class ClinicMilestoneRule(models.Model):
+    """A clinic's own milestone thresholds and titles. A clinic with none uses the defaults of DESIGN §4."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="milestone_rules")
+    family = models.CharField(max_length=16, choices=MilestoneFamily.choices)
+    threshold = models.PositiveIntegerField()
+    title = models.CharField(max_length=200)
+    description = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["clinic", "family", "threshold"]
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "family", "threshold"], name="milestone_rule_unique"),
+            models.CheckConstraint(condition=Q(threshold__gte=1), name="milestone_rule_threshold_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.clinic.slug}: {self.title}"
+
+
+class Milestone(models.Model):
+    """Stored once, with the moment its threshold was actually crossed."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="milestones")
+    family = models.CharField(max_length=16, choices=MilestoneFamily.choices)
+    threshold = models.PositiveIntegerField()
+    title = models.CharField(max_length=200)
+    description = models.CharField(max_length=500, blank=True)
+    achieved_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["achieved_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["patient", "family", "threshold"], name="milestone_once_per_patient"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class ProgressHighlight(models.Model):
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="highlights")
+    milestone = models.OneToOneField(
+        Milestone, on_delete=models.CASCADE, null=True, blank=True, related_name="highlight"
+    )
+    type = models.CharField(max_length=32, default="milestone")
+    title = models.CharField(max_length=200)
+    description = models.CharField(max_length=500, blank=True)
+    achieved_at = models.DateTimeField()
+    therapeutic_value = models.FloatField(default=0)
+    celebration_shown = models.BooleanField(default=False)
+    celebrated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-achieved_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(therapeutic_value__gte=0) & Q(therapeutic_value__lte=1), name="highlight_value_0_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Recommendation(models.Model):
+    """One per patient and type. Refreshed by each recompute; a dismissed one stays dismissed while its
+    condition keeps holding, and one whose condition no longer holds expires."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="recommendations")
+    type = models.CharField(max_length=32)
+    title = models.CharField(max_length=200)
+    description = models.CharField(max_length=500, blank=True)
+    priority = models.PositiveSmallIntegerField()
+    reasoning = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    dismissed = models.BooleanField(default=False)
+    dismissed_at = models.DateTimeField(null=True, blank=True)
+    dismissed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["priority", "type"]
+        constraints = [
+            models.UniqueConstraint(fields=["patient", "type"], name="recommendation_one_per_type"),
+            models.CheckConstraint(condition=Q(priority__gte=1) & Q(priority__lte=5), name="recommendation_priority_1_5"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class ProgressSummary(models.Model):
+    """The stored snapshot of a patient's computed analytics, refreshed by Celery. A few values are
+    columns too, so the caseload can sort and filter on them in the database."""
+
+    patient = models.OneToOneField(Patient, on_delete=models.CASCADE, related_name="summary")
+    computed_at = models.DateTimeField()
+    local_date = models.DateField(help_text="The patient-local 'today' the summary was computed for.")
+    data = models.JSONField()
+    current_streak_days = models.PositiveIntegerField(default=0)
+    sessions_this_week = models.PositiveIntegerField(default=0)
+    dropout_risk_score = models.FloatField(default=0)
+    last_active_day = models.DateField(null=True, blank=True)
+    progress_trend = models.CharField(max_length=16, blank=True)
+    engagement_trend = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        verbose_name_plural = "progress summaries"
+
+    def __str__(self) -> str:
+        return f"Summary of {self.patient}"
+
+
+class WebhookDelivery(models.Model):
+    """The outbox of celebration webhooks: written in the same transaction as the milestone, delivered
+    by Celery with retries, and found again by a periodic task if a delivery task was lost."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    highlight = models.ForeignKey(ProgressHighlight, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=64, default="milestone_achieved")
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="webhook_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.clinic.slug} ({self.status})"
