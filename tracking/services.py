@@ -114,7 +114,7 @@ def item_error(kind: str, item: dict, id_field: str, field_name: str, reason: st
     return {"kind": kind, "index": item["_index"], "item_id": item[id_field], "field": field_name, "reason": reason}
 
 
-def _patients_locked(clinic: Clinic, player_ids: set[str]) -> dict[str, Patient]:
+def patients_get_or_create_locked(clinic: Clinic, player_ids: set[str]) -> dict[str, Patient]:
     """Creates patients on first sight, then locks their rows (in id order, so concurrent batches for the
     same players queue instead of deadlocking). The lock is what makes a concurrent identical batch see
     the first one's rows and count them as unchanged."""
@@ -211,7 +211,7 @@ def ingest_batch(*, clinic: Clinic, items: dict[str, list[dict]]) -> IngestResul
 
     result, errors = IngestResult(), []
     player_ids = {item["player_id"] for kind_items in items.values() for item in kind_items}
-    patients = _patients_locked(clinic, player_ids)
+    patients = patients_get_or_create_locked(clinic, player_ids)
 
     _upsert_sessions(clinic, items["sessions"], patients, result, errors)
     _upsert_markers(clinic, items["markers"], patients, result, errors)
