@@ -139,6 +139,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Fail fast when the broker is down: the data is already committed and a beat task reconciles.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 CELERY_TIMEZONE = "UTC"
+# Analytics freshness: a recompute runs this long after the last ingest for a patient (a burst → one
+# run); the reconciler finds patients whose recompute was lost or never sent.
+ANALYTICS_DEBOUNCE_SECONDS = float(env_str("ANALYTICS_DEBOUNCE_SECONDS", "2"))
+ANALYTICS_RECONCILE_SECONDS = float(env_str("ANALYTICS_RECONCILE_SECONDS", "60"))
+ANALYTICS_CACHE_SECONDS = env_int("ANALYTICS_CACHE_SECONDS", 300)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

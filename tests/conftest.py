@@ -1,6 +1,7 @@
 """Personas and shared fixtures. Tests run against PostgreSQL and Redis (see scripts/test)."""
 
 import pytest
+from django.core.cache import cache
 from django.test import Client
 
 from tests.factories import (
@@ -11,6 +12,12 @@ from tests.factories import (
 )
 from tracking.models import Role
 from tracking.services import ingest_token_create
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty cache (Redis db of the test run): no state leaks between tests."""
+    cache.clear()
 
 
 @pytest.fixture

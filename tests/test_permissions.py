@@ -8,13 +8,23 @@ from tests.matrix_reports import MATRIX as REPORTS_MATRIX
 # Expected status per persona. The patient in a path is therapist A's patient "p-a1"; {foreign} is a
 # patient of another clinic. 302 = sent to the login page.
 PERSONAS = ["anonymous", "therapist_a", "therapist_b", "clinic_admin", "auditor", "foreign_therapist"]
+PATIENT_READ = [401, 200, 404, 403, 403, 404]  # an API read of therapist A's patient
 MATRIX = {
     "": ("GET", "/", [302, 200, 200, 200, 200, 200]),
     "login/": ("GET", "/login/", [200, 302, 302, 302, 302, 302]),
     "logout/": ("POST", "/logout/", [302, 302, 302, 302, 302, 302]),
     "admin/": ("GET", "/admin/", [302, 302, 302, 302, 302, 302]),
     "api/v1/ingest": ("POST", "/api/v1/ingest", [401, 403, 403, 403, 403, 403]),
-    "api/v1/patients/<str:player_id>/alerts": ("GET", "/api/v1/patients/p-a1/alerts", [401, 200, 404, 403, 403, 404]),
+    "api/v1/patients/<str:player_id>/alerts": ("GET", "/api/v1/patients/p-a1/alerts", PATIENT_READ),
+    "api/v1/patients/<str:player_id>/progress": ("GET", "/api/v1/patients/p-a1/progress", PATIENT_READ),
+    "api/v1/patients/<str:player_id>/milestones": ("GET", "/api/v1/patients/p-a1/milestones", PATIENT_READ),
+    "api/v1/patients/<str:player_id>/insights": ("GET", "/api/v1/patients/p-a1/insights", PATIENT_READ),
+    "api/v1/patients/<str:player_id>/viz": ("GET", "/api/v1/patients/p-a1/viz?days=30", PATIENT_READ),
+    "api/v1/patients/<str:player_id>/highlights/<int:highlight_id>/celebrated": (
+        "POST",
+        "/api/v1/patients/p-a1/highlights/999999/celebrated",
+        [401, 404, 404, 403, 403, 404],
+    ),
     "api/schema/": ("GET", "/api/schema/", [200, 200, 200, 200, 200, 200]),
     **REPORTS_MATRIX,
 }

@@ -300,7 +300,9 @@ class Recommendation(models.Model):
         ordering = ["priority", "type"]
         constraints = [
             models.UniqueConstraint(fields=["patient", "type"], name="recommendation_one_per_type"),
-            models.CheckConstraint(condition=Q(priority__gte=1) & Q(priority__lte=5), name="recommendation_priority_1_5"),
+            models.CheckConstraint(
+                condition=Q(priority__gte=1) & Q(priority__lte=5), name="recommendation_priority_1_5"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -6,9 +6,19 @@ from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from tracking.models import CareAssignment, Clinic, IngestToken, Membership, Patient, ProgressMarker, TherapySession
+from tracking.models import (
+    CareAssignment,
+    Clinic,
+    IngestToken,
+    Membership,
+    Patient,
+    ProgressHighlight,
+    ProgressMarker,
+    TherapySession,
+)
 
 TOKEN_PREFIX = "pt_"  # noqa: S105 (a marker, not a secret)
 
@@ -208,6 +218,7 @@ def ingest_batch(*, clinic: Clinic, items: dict[str, list[dict]]) -> IngestResul
     """Stores a validated batch all-or-nothing and idempotently (DESIGN §6). Raises IngestRejected, with
     the transaction rolled back, when an item contradicts what is stored."""
     from reports.services import alerts_ingest, outcomes_ingest
+    from tracking.tasks import schedule_recompute
 
     result, errors = IngestResult(), []
     player_ids = {item["player_id"] for kind_items in items.values() for item in kind_items}
@@ -223,4 +234,19 @@ def ingest_batch(*, clinic: Clinic, items: dict[str, list[dict]]) -> IngestResul
     if result.changed_patient_ids:
         # Marks the analytics stale in this same transaction, so a lost task is found again later.
         Patient.objects.filter(pk__in=result.changed_patient_ids).update(data_changed_at=timezone.now())
+        changed = sorted(result.changed_patient_ids)
+        transaction.on_commit(lambda: schedule_recompute(changed))
     return result
+
+
+def highlight_mark_celebrated(*, patient: Patient, highlight_id: int) -> ProgressHighlight:
+    """The game showed the celebration. Idempotent; 404 for another patient's highlight."""
+    from tracking.progress import forget_read_model
+
+    highlight = get_object_or_404(ProgressHighlight, pk=highlight_id, patient=patient)
+    if not highlight.celebration_shown:
+        highlight.celebration_shown = True
+        highlight.celebrated_at = timezone.now()
+        highlight.save(update_fields=["celebration_shown", "celebrated_at"])
+        forget_read_model(patient)
+    return highlight

@@ -2,13 +2,14 @@
 
 from django.conf import settings
 from django.db import IntegrityError
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import permissions, status
+from rest_framework import permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from reports import selectors as report_selectors
-from tracking import access
+from tracking import access, progress, services
 from tracking.api.errors import BatchInvalid, Conflict, ErrorSerializer, PayloadTooLarge
 from tracking.api.serializers import AlertOutSerializer, IngestBatchSerializer, IngestResultSerializer
 from tracking.api.validation import batch_validate
@@ -21,6 +22,7 @@ ERRORS = {
     403: OpenApiResponse(ErrorSerializer, description="Authenticated, but not allowed."),
     404: OpenApiResponse(ErrorSerializer, description="No such patient (or not yours to see)."),
 }
+READ_ERRORS = {k: ERRORS[k] for k in (400, 401, 403, 404)}
 
 
 class HasIngestToken(permissions.BasePermission):
@@ -68,7 +70,73 @@ class IngestView(APIView):
 
 
 class PatientAlertsView(APIView):
-    @extend_schema(responses={200: AlertOutSerializer(many=True), **{k: ERRORS[k] for k in (401, 403, 404)}})
+    @extend_schema(responses={200: AlertOutSerializer(many=True), **READ_ERRORS})
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
         return Response(AlertOutSerializer(report_selectors.alerts_for_patient(patient), many=True).data)
+
+
+PROGRESS_DOC = "The stored summary of DESIGN §4 with `explanations` (the terms and inputs behind each score)."
+
+
+class PatientProgressView(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **READ_ERRORS}, description=PROGRESS_DOC)
+    def get(self, request, player_id: str):
+        patient = access.patient_for_request(request, player_id)
+        return Response(progress.patient_progress_read(patient, "progress"))
+
+
+class PatientMilestonesView(APIView):
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT, **READ_ERRORS},
+        description="`milestones` achieved (stored once, with the moment the threshold was crossed), "
+        "`in_progress` (the next threshold of each family, with a percentage) and `highlights`.",
+    )
+    def get(self, request, player_id: str):
+        patient = access.patient_for_request(request, player_id)
+        return Response(progress.patient_progress_read(patient, "milestones"))
+
+
+class PatientInsightsView(APIView):
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT, **READ_ERRORS},
+        description="`recommendations` that apply now and were not dismissed, each with its `reasoning`.",
+    )
+    def get(self, request, player_id: str):
+        patient = access.patient_for_request(request, player_id)
+        return Response(progress.patient_progress_read(patient, "insights"))
+
+
+class VizQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(
+        required=False,
+        default=14,
+        min_value=1,
+        max_value=90,
+        error_messages={
+            "min_value": "days must be between 1 and 90.",
+            "max_value": "days must be between 1 and 90.",
+            "invalid": "days must be a whole number between 1 and 90.",
+        },
+    )
+
+
+class PatientVizView(APIView):
+    @extend_schema(
+        parameters=[VizQuerySerializer],
+        responses={200: OpenApiTypes.OBJECT, **READ_ERRORS},
+        description="ProgressVizSeries: `days` patient-local daily buckets ending today (1–90, default 14).",
+    )
+    def get(self, request, player_id: str):
+        patient = access.patient_for_request(request, player_id)
+        query = VizQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(progress.patient_viz_read(patient, query.validated_data["days"]))
+
+
+class HighlightCelebratedView(APIView):
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, **READ_ERRORS})
+    def post(self, request, player_id: str, highlight_id: int):
+        patient = access.patient_for_request(request, player_id)
+        highlight = services.highlight_mark_celebrated(patient=patient, highlight_id=highlight_id)
+        return Response({"id": highlight.pk, "celebration_shown": True, "celebrated_at": highlight.celebrated_at})

@@ -1,0 +1,85 @@
+"""Celery tasks: thin, take ids, idempotent (acks_late is on globally, so a task lost with its worker
+runs again). Nothing here is the only record of work to do: the database is (patients' data_changed_at
+vs analytics_computed_at; pending webhook deliveries), and the periodic tasks find what a lost or
+never-sent task left behind."""
+
+import contextlib
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import F, Q
+from django.utils import timezone
+
+from tracking import progress, selectors, webhooks
+from tracking.models import Patient, WebhookDelivery
+
+logger = logging.getLogger(__name__)
+
+DEBOUNCE_KEY = "analytics-queued:{}"
+
+
+def enqueue(task, *args, countdown: float = 0) -> bool:
+    """Sends a task; a broker outage is logged, not raised: the data is committed and the periodic
+    reconciler will pick the work up."""
+    try:
+        task.apply_async(args=args, countdown=countdown)
+        return True
+    except Exception as error:  # kombu OperationalError and friends; never fail the request that committed
+        logger.warning("could not enqueue %s%s: %s", task.name, args, type(error).__name__)
+        return False
+
+
+def schedule_recompute(patient_ids, delay: float | None = None) -> None:
+    """Debounced: at most one queued recompute per patient at a time (a burst of ingests → one run)."""
+    delay = settings.ANALYTICS_DEBOUNCE_SECONDS if delay is None else delay
+    for patient_id in patient_ids:
+        key = DEBOUNCE_KEY.format(patient_id)
+        try:
+            if not cache.add(key, 1, timeout=max(5, int(delay) + 60)):
+                continue  # a recompute is already queued and has not started yet
+        except Exception as error:  # the cache is down too: send anyway
+            logger.warning("debounce cache unavailable: %s", type(error).__name__)
+        if not enqueue(recompute_patient_analytics, patient_id, countdown=delay):
+            with contextlib.suppress(Exception):
+                cache.delete(key)
+
+
+@shared_task(time_limit=60, soft_time_limit=50)
+def recompute_patient_analytics(patient_id: int) -> bool:
+    cache.delete(DEBOUNCE_KEY.format(patient_id))  # changes from now on queue a new run
+    return progress.patient_recompute(patient_id)
+
+
+@shared_task(time_limit=300, soft_time_limit=280)
+def reconcile_analytics(limit: int = 5000) -> int:
+    """Queues every patient whose data changed after its last computation, or whose summary is for an
+    earlier local day (streaks and risk move with the calendar)."""
+    changed = Q(analytics_computed_at__isnull=True, data_changed_at__isnull=False) | Q(
+        data_changed_at__gt=F("analytics_computed_at")
+    )
+    ids = list(Patient.objects.filter(changed).values_list("pk", flat=True)[:limit])
+    ids += selectors.patients_with_outdated_summary(limit=max(0, limit - len(ids)))
+    schedule_recompute(ids, delay=0)
+    return len(ids)
+
+
+@shared_task(time_limit=30, soft_time_limit=25)
+def deliver_webhook(delivery_id: int) -> str:
+    return webhooks.deliver(delivery_id)
+
+
+@shared_task(time_limit=120, soft_time_limit=110)
+def retry_pending_webhooks(limit: int = 500) -> int:
+    """Queues pending deliveries that are due (a failed attempt's backoff has passed, or the first task
+    was never sent or lost)."""
+    now = timezone.now()
+    due = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING).filter(
+        Q(next_attempt_at__lte=now)
+        | Q(next_attempt_at__isnull=True, created_at__lte=now - timezone.timedelta(seconds=60))
+    )
+    ids = list(due.values_list("pk", flat=True)[:limit])
+    for delivery_id in ids:
+        enqueue(deliver_webhook, delivery_id)
+    return len(ids)
