@@ -55,6 +55,15 @@ class Membership(models.Model):
         return f"{self.user} ({self.role} at {self.clinic.slug})"
 
 
+class PatientQuerySet(models.QuerySet):
+    def stale_analytics(self):
+        """Patients whose data changed after their analytics were last computed (or never computed)."""
+        return self.filter(
+            Q(analytics_computed_at__isnull=True, data_changed_at__isnull=False)
+            | Q(data_changed_at__gt=models.F("analytics_computed_at"))
+        )
+
+
 class Patient(models.Model):
     """A player of the game, known to us by the game's `player_id` within one clinic."""
 
@@ -69,6 +78,8 @@ class Patient(models.Model):
     # recompute stamps analytics_computed_at. A patient is stale while changed > computed.
     data_changed_at = models.DateTimeField(null=True, blank=True)
     analytics_computed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PatientQuerySet.as_manager()
 
     class Meta:
         ordering = ["player_id"]

@@ -21,6 +21,8 @@ from tracking.signals import milestone_achieved
 
 logger = logging.getLogger(__name__)
 
+RECENT_SESSIONS = 30  # the specification's summaries_limit default
+
 
 @dataclass(frozen=True)
 class Computation:
@@ -39,7 +41,7 @@ def _compute(patient: Patient, today: date | None = None) -> Computation:
 
 
 def compute_progress_summary(
-    patient: Patient, *, summaries_limit: int = 30, computation: Computation | None = None
+    patient: Patient, *, summaries_limit: int = RECENT_SESSIONS, computation: Computation | None = None
 ) -> dict:
     """Computes the summary and stores it as the patient's snapshot; returns the stored data, with the
     `summaries_limit` most recent sessions."""
@@ -194,7 +196,11 @@ def _read_model(patient: Patient, today: date) -> dict:
         summary = ProgressSummary.objects.get(patient=patient)
     data = summary.data
     return {
-        "progress": {**data, "computed_at": summary.computed_at.isoformat()},
+        "progress": {
+            **data,
+            "computed_at": summary.computed_at.isoformat(),
+            "recent_sessions": selectors.recent_sessions(patient, RECENT_SESSIONS),
+        },
         "milestones": {
             "milestones": selectors.milestones_of(patient),
             "in_progress": data["milestones_in_progress"],

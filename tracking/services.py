@@ -17,6 +17,7 @@ from tracking.models import (
     Patient,
     ProgressHighlight,
     ProgressMarker,
+    Recommendation,
     TherapySession,
 )
 
@@ -250,3 +251,16 @@ def highlight_mark_celebrated(*, patient: Patient, highlight_id: int) -> Progres
         highlight.save(update_fields=["celebration_shown", "celebrated_at"])
         forget_read_model(patient)
     return highlight
+
+
+def recommendation_dismiss(*, recommendation: Recommendation, user) -> Recommendation:
+    """A therapist dismisses a recommendation; it stays dismissed while its condition holds."""
+    from tracking.progress import forget_read_model
+
+    if not recommendation.dismissed:
+        recommendation.dismissed = True
+        recommendation.dismissed_at = timezone.now()
+        recommendation.dismissed_by = user
+        recommendation.save(update_fields=["dismissed", "dismissed_at", "dismissed_by", "updated_at"])
+        forget_read_model(recommendation.patient)
+    return recommendation

@@ -9,7 +9,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from tracking import progress, selectors, webhooks
@@ -56,10 +56,7 @@ def recompute_patient_analytics(patient_id: int) -> bool:
 def reconcile_analytics(limit: int = 5000) -> int:
     """Queues every patient whose data changed after its last computation, or whose summary is for an
     earlier local day (streaks and risk move with the calendar)."""
-    changed = Q(analytics_computed_at__isnull=True, data_changed_at__isnull=False) | Q(
-        data_changed_at__gt=F("analytics_computed_at")
-    )
-    ids = list(Patient.objects.filter(changed).values_list("pk", flat=True)[:limit])
+    ids = list(Patient.objects.stale_analytics().values_list("pk", flat=True)[:limit])
     ids += selectors.patients_with_outdated_summary(limit=max(0, limit - len(ids)))
     schedule_recompute(ids, delay=0)
     return len(ids)
