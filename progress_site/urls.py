@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.home, name="caseload"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tracking.api.urls")),
     path("api/v1/", include("reports.api.urls")),

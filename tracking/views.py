@@ -1,6 +1,9 @@
 """Pages. Thin: check access, call a selector, render."""
 
+from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Paginator
+from django.db import connection
+from django.http import JsonResponse
 from django.shortcuts import render
 
 from tracking import access, selectors
@@ -17,3 +20,11 @@ def home(request):
         return render(request, "tracking/clinic_patients.html", {"page": page})
     access.require_role(request.user, [Role.AUDITOR])
     return render(request, "tracking/auditor_home.html")
+
+
+@login_not_required
+def healthz(request):
+    """For load balancers and docker health checks: the database answers. No detail is revealed."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})

@@ -1,0 +1,16 @@
+# The one image for web, worker and beat (see docker-compose.yml).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+COPY pyproject.toml constraints.txt ./
+RUN pip install --no-cache-dir -c constraints.txt . && rm -rf build *.egg-info
+
+COPY . .
+RUN DJANGO_ENV=production SECRET_KEY=build-only python manage.py collectstatic --noinput \
+    && useradd --system --uid 1000 app && chown -R app /app
+USER app
+
+EXPOSE 8000
+CMD ["gunicorn", "progress_site.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "30", "--access-logfile", "-"]
