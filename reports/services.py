@@ -1,10 +1,12 @@
 """Writes for questionnaire answers and alerts."""
 
+from django.db import transaction
 from django.utils import timezone
 
 from reports.instruments import PHQ9, get_instrument
 from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
 from tracking.models import Clinic, Patient
+from tracking.services import IngestRejected, IngestResult, patients_get_or_create_locked
 from tracking.services import item_error as _error
 
 
@@ -133,3 +135,21 @@ def alerts_ingest(*, clinic: Clinic, items: list[dict], patients: dict[str, Pati
         counts.created += 1
         result.changed_patient_ids.add(patient.pk)
         result.new_alert_ids.append(alert.pk)
+
+
+@transaction.atomic
+def outcomes_import(*, clinic: Clinic, items: list[dict]) -> IngestResult:
+    """Stores the validated rows of an outcomes file (`manage.py import_outcomes`) all-or-nothing, exactly
+    as the ingest API stores outcomes: patients are created on first sight, a response already stored
+    unchanged is counted as unchanged, a changed one is rejected, item 9 > 0 raises an urgent alert.
+    Raises IngestRejected (the transaction rolled back) naming each rejected item; an item's `_index` is
+    its line in the file."""
+    result, errors = IngestResult(), []
+    patients = patients_get_or_create_locked(clinic, {item["player_id"] for item in items})
+    outcomes_ingest(clinic=clinic, items=items, patients=patients, result=result, errors=errors)
+    if errors:
+        raise IngestRejected(errors)
+    if result.changed_patient_ids:
+        # As ingest does: the patient's stored analytics are stale from this transaction on.
+        Patient.objects.filter(pk__in=result.changed_patient_ids).update(data_changed_at=timezone.now())
+    return result
