@@ -1,10 +1,360 @@
-"""Reads for outcomes and alerts."""
+"""Reads for outcomes, effectiveness reports and alerts.
 
-from django.db.models import QuerySet
+Every report loads its data in a fixed number of queries, whatever the number of patients: one for the
+patients in scope, one for all their questionnaire responses, and one each for sessions, markers and
+milestones (the engagement side). The classification itself is `reports.outcomes` (pure functions).
+"""
 
-from reports.models import Alert
-from tracking.models import Patient
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db.models import Count, Q, QuerySet, Sum
+
+from reports.instruments import GAD7, PHQ9, get_instrument
+from reports.models import ITEM_FIELDS, Alert, OutcomeResponse
+from reports.outcomes import Score, _sort_key, classify_patient, cohort_summary
+from tracking.access import caseload_for_user
+from tracking.models import Clinic, MarkerType, Milestone, Patient, ProgressMarker, TherapySession
+
+REPORT_INSTRUMENTS = (PHQ9, GAD7)
+ENGAGEMENT_KEYS = ("sessions", "minutes", "skills_acquired", "breakthroughs", "milestones")
 
 
 def alerts_for_patient(patient: Patient) -> QuerySet[Alert]:
     return Alert.objects.filter(patient=patient).order_by("-occurred_at", "-pk")
+
+
+# ----- the period of a report ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """A range of calendar dates, both ends included, either end open. The dates are those of the
+    clinic's time zone (a report is a clinic's or a caseload's, so it follows the clinic's calendar)."""
+
+    date_from: date | None = None
+    date_to: date | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.date_from is None and self.date_to is None
+
+    def bounds(self, tz_name: str) -> tuple[datetime | None, datetime | None]:
+        """[start, end) as aware datetimes in the time zone `tz_name`."""
+        tz = ZoneInfo(tz_name)
+        start = datetime.combine(self.date_from, time.min, tzinfo=tz) if self.date_from else None
+        end = datetime.combine(self.date_to + timedelta(days=1), time.min, tzinfo=tz) if self.date_to else None
+        return start, end
+
+    def q(self, field: str, clinics: Iterable[Clinic], clinic_field: str = "clinic_id") -> Q:
+        """A filter keeping rows whose `field` falls in the period of their own clinic's calendar."""
+        if self.is_open:
+            return Q()
+        condition = Q(pk__in=[])
+        for clinic in clinics:
+            start, end = self.bounds(clinic.timezone)
+            part = Q(**{clinic_field: clinic.pk})
+            if start is not None:
+                part &= Q(**{f"{field}__gte": start})
+            if end is not None:
+                part &= Q(**{f"{field}__lt": end})
+            condition |= part
+        return condition
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "from": self.date_from.isoformat() if self.date_from else None,
+            "to": self.date_to.isoformat() if self.date_to else None,
+        }
+
+
+ALL_TIME = Period()
+
+
+# ----- scores -------------------------------------------------------------------------------------
+
+
+def _score(response: OutcomeResponse) -> Score:
+    return Score(
+        instrument=response.instrument,
+        administered_at=response.administered_at,
+        total=response.total,
+        items=response.items,
+        response_id=response.response_id,
+    )
+
+
+def _responses(patient_ids, period: Period, clinics: Iterable[Clinic]) -> QuerySet[OutcomeResponse]:
+    return (
+        OutcomeResponse.objects.filter(patient_id__in=patient_ids)
+        .filter(period.q("administered_at", clinics))
+        .only("patient_id", "response_id", "instrument", "administered_at", "total", *ITEM_FIELDS)
+        .order_by()
+    )
+
+
+def scores_by_patient(
+    patient_ids, *, period: Period = ALL_TIME, clinics: Iterable[Clinic] = ()
+) -> dict[int, list[Score]]:
+    """patient pk → that patient's scores in the period, oldest first. One query, whatever the number
+    of patients; `patient_ids` may be a list or a subquery. `clinics` are the clinics of those patients
+    (needed only for a bounded period, whose dates are each clinic's calendar dates)."""
+    result: dict[int, list[Score]] = defaultdict(list)
+    for response in _responses(patient_ids, period, clinics):
+        result[response.patient_id].append(_score(response))
+    for scores in result.values():
+        scores.sort(key=_sort_key)
+    return dict(result)
+
+
+def outcome_scores_for_patient(patient: Patient) -> list[dict[str, Any]]:
+    """A patient's questionnaire responses, oldest first, each with its band (the API's `outcomes`)."""
+    scores = scores_by_patient([patient.pk]).get(patient.pk, [])
+    return [_score_row(score) for score in scores]
+
+
+def _score_row(score: Score) -> dict[str, Any]:
+    instrument = get_instrument(score.instrument)
+    items = list(score.items) if score.items is not None else None
+    item9 = None
+    if instrument.risk_item is not None and items is not None:
+        item9 = items[instrument.risk_item - 1]
+    return {
+        "response_id": score.response_id,
+        "instrument": instrument.code,
+        "administered_at": score.administered_at,
+        "total": score.total,
+        "band": instrument.band(score.total),
+        "at_caseness": instrument.at_caseness(score.total),
+        "items": items,
+        "item9": item9,
+    }
+
+
+def patient_effectiveness(patient: Patient) -> dict[str, Any]:
+    """The §5 classification of one patient over all their responses (one element of a report's
+    `patients`)."""
+    return classify_patient(patient.player_id, scores_by_patient([patient.pk]).get(patient.pk, []))
+
+
+def patient_outcome_series(patient: Patient) -> dict[str, Any]:
+    """What the outcome chart of one patient draws, and its data table: per instrument the scores over
+    time (in the patient's time zone) with band, change from the previous and from the first score,
+    reliable-change steps and item 9; the bands, caseness threshold and the patient's classification.
+    `patient.clinic` should be loaded (access.patient_for_user does)."""
+    scores = scores_by_patient([patient.pk]).get(patient.pk, [])
+    tz = ZoneInfo(patient.tz_name)
+    instruments = []
+    for instrument in REPORT_INSTRUMENTS:
+        points = []
+        first = previous = None
+        for score in (s for s in scores if s.instrument == instrument.code):
+            row = _score_row(score)
+            local = score.administered_at.astimezone(tz)
+            step = None
+            if previous is not None:
+                if score.total - previous <= -instrument.reliable_change:
+                    step = "improvement"
+                elif score.total - previous >= instrument.reliable_change:
+                    step = "deterioration"
+            points.append(
+                {
+                    "x": local.strftime("%Y-%m-%d %H:%M"),
+                    "administered_at": local.isoformat(),
+                    "total": score.total,
+                    "band": row["band"],
+                    "band_label": _band_label(instrument, row["band"]),
+                    "at_caseness": row["at_caseness"],
+                    "change_from_previous": None if previous is None else score.total - previous,
+                    "change_from_first": None if first is None else score.total - first,
+                    "step": step,
+                    "items_known": row["items"] is not None,
+                    "item9": row["item9"],
+                }
+            )
+            if first is None:
+                first = score.total
+            previous = score.total
+        instruments.append(
+            {
+                "code": instrument.code,
+                "name": instrument.name,
+                "total_max": instrument.total_max,
+                "caseness_threshold": instrument.caseness_threshold,
+                "reliable_change": instrument.reliable_change,
+                "risk_item": instrument.risk_item,
+                "bands": [{"name": b.name, "label": b.label, "low": b.low, "high": b.high} for b in instrument.bands],
+                "points": points,
+            }
+        )
+    return {
+        "player_id": patient.player_id,
+        "timezone": patient.tz_name,
+        "instruments": instruments,
+        "classification": classify_patient(patient.player_id, scores),
+    }
+
+
+def _band_label(instrument, name: str) -> str:
+    return next(b.label for b in instrument.bands if b.name == name)
+
+
+# ----- engagement (not a clinical outcome) --------------------------------------------------------
+
+
+def engagement_by_patient(patient_ids, *, period: Period, clinics: Iterable[Clinic]) -> dict[int, dict[str, Any]]:
+    """patient pk → sessions started, their minutes, skill_acquired and breakthrough markers, and
+    milestones reached in the period. Three queries, whatever the number of patients."""
+    clinics = list(clinics)
+    result: dict[int, dict[str, Any]] = defaultdict(lambda: dict.fromkeys(ENGAGEMENT_KEYS, 0))
+    sessions = (
+        TherapySession.objects.filter(patient_id__in=patient_ids)
+        .filter(period.q("started_at", clinics))
+        .order_by()
+        .values("patient_id")
+        .annotate(n=Count("pk"), minutes=Sum("duration_minutes"))
+    )
+    for row in sessions:
+        result[row["patient_id"]]["sessions"] = row["n"]
+        result[row["patient_id"]]["minutes"] = round(row["minutes"] or 0)
+    markers = (
+        ProgressMarker.objects.filter(
+            patient_id__in=patient_ids, type__in=[MarkerType.SKILL_ACQUIRED, MarkerType.BREAKTHROUGH]
+        )
+        .filter(period.q("achieved_at", clinics))
+        .order_by()
+        .values("patient_id", "type")
+        .annotate(n=Count("pk"))
+    )
+    for row in markers:
+        key = "skills_acquired" if row["type"] == MarkerType.SKILL_ACQUIRED else "breakthroughs"
+        result[row["patient_id"]][key] = row["n"]
+    milestones = (
+        Milestone.objects.filter(patient_id__in=patient_ids)
+        .filter(period.q("achieved_at", clinics, clinic_field="patient__clinic_id"))
+        .order_by()
+        .values("patient_id")
+        .annotate(n=Count("pk"))
+    )
+    for row in milestones:
+        result[row["patient_id"]]["milestones"] = row["n"]
+    return result
+
+
+def _engagement_totals(per_patient: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    totals = {key: sum(e[key] for e in per_patient) for key in ENGAGEMENT_KEYS}
+    totals["n_patients"] = len(per_patient)
+    totals["active_patients"] = sum(1 for e in per_patient if e["sessions"])
+    return totals
+
+
+# ----- cohort reports -----------------------------------------------------------------------------
+
+
+def cohort_report(scope: QuerySet[Patient], period: Period = ALL_TIME) -> dict[str, Any]:
+    """The effectiveness report over the patients of `scope` (a caseload, a clinic) in `period`.
+
+    - `patients`: the §5 classification of each patient with at least one response in the period
+      (ordered by player id); `cohort`: `cohort_summary` over them, with the counts beside every rate.
+    - `rows`: one per patient in scope, with `outcome` (the classification, or None without a response
+      in the period) and `engagement`, for the per-patient tables.
+    - `measures`: per instrument, its cohort summary and the severity distribution at start and end.
+    - `engagement`: use of the game over the period (sessions, minutes, skills acquired, breakthroughs,
+      milestones). It describes engagement, not clinical outcome.
+    Five queries, whatever the number of patients.
+    """
+    patients = list(scope.select_related("clinic").order_by("player_id", "clinic__name"))
+    clinics = list({p.clinic_id: p.clinic for p in patients}.values())
+    ids = scope.values("pk")
+    scores = scores_by_patient(ids, period=period, clinics=clinics) if patients else {}
+    engagement = engagement_by_patient(ids, period=period, clinics=clinics) if patients else {}
+
+    classified, rows, scores_by_player = [], [], defaultdict(list)
+    for patient in patients:
+        patient_scores = scores.get(patient.pk, [])
+        outcome = classify_patient(patient.player_id, patient_scores) if patient_scores else None
+        if outcome is not None:
+            classified.append(outcome)
+            scores_by_player[patient.player_id].extend(patient_scores)
+        rows.append(
+            {
+                "player_id": patient.player_id,
+                "clinic": patient.clinic.name,
+                "outcome": outcome,
+                "engagement": engagement.get(patient.pk, dict.fromkeys(ENGAGEMENT_KEYS, 0)),
+            }
+        )
+    cohort = cohort_summary(classified, scores_by_player)
+    return {
+        "period": period.as_dict(),
+        "n_in_scope": len(patients),
+        "n_with_scores": len(classified),
+        "patients": classified,
+        "rows": rows,
+        "cohort": cohort,
+        "measures": _measure_views(cohort),
+        "engagement": _engagement_totals([r["engagement"] for r in rows]),
+    }
+
+
+def _measure_views(cohort: dict[str, Any]) -> list[dict[str, Any]]:
+    views = []
+    for instrument in REPORT_INSTRUMENTS:
+        summary = cohort[instrument.code]
+        views.append(
+            {
+                "code": instrument.code,
+                "name": instrument.name,
+                "summary": summary,
+                "severity": [
+                    {
+                        "label": band.label,
+                        "range": f"{band.low}–{band.high}",
+                        "first": summary["severity_first"][band.name],
+                        "last": summary["severity_last"][band.name],
+                    }
+                    for band in instrument.bands
+                ],
+            }
+        )
+    return views
+
+
+def aggregates_only(report: dict[str, Any]) -> dict[str, Any]:
+    """A report without any per-patient row or player id: what a clinic admin may see."""
+    return {key: report[key] for key in ("period", "n_in_scope", "n_with_scores", "cohort", "measures", "engagement")}
+
+
+def caseload_report(user, period: Period = ALL_TIME) -> dict[str, Any]:
+    """The effectiveness report over a therapist's caseload."""
+    return cohort_report(caseload_for_user(user), period)
+
+
+def clinic_report(clinic: Clinic, period: Period = ALL_TIME) -> dict[str, Any]:
+    """The clinic's aggregate report (no per-patient rows), for clinic admins."""
+    return aggregates_only(cohort_report(Patient.objects.filter(clinic=clinic), period))
+
+
+def effectiveness_report(
+    clinic: Clinic, *, period: Period = ALL_TIME, player_id: str | None = None, therapist=None
+) -> dict[str, Any]:
+    """The §6 `effectiveness_report` JSON: `{"patients": [...], "cohort": {...}}` over the clinic, one
+    therapist's caseload in it, or one patient. A single patient asked for by id is reported even with
+    no response in the period (every field null)."""
+    scope = Patient.objects.filter(clinic=clinic)
+    if therapist is not None:
+        scope = scope.filter(assignments__therapist=therapist)
+    if player_id is not None:
+        scope = scope.filter(player_id=player_id)
+    report = cohort_report(scope, period)
+    patients = report["patients"]
+    if player_id is not None and not patients:
+        patients = [classify_patient(player_id, [])]
+        return {"patients": patients, "cohort": cohort_summary(patients, {})}
+    return {"patients": patients, "cohort": report["cohort"]}

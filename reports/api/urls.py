@@ -1,3 +1,12 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from reports.api import views
+
+urlpatterns = [
+    path("patients/<str:player_id>/outcomes", views.PatientOutcomesView.as_view(), name="api-patient-outcomes"),
+    path(
+        "patients/<str:player_id>/effectiveness",
+        views.PatientEffectivenessView.as_view(),
+        name="api-patient-effectiveness",
+    ),
+]

@@ -1,0 +1,52 @@
+"""Shapes of the outcome read endpoints, for the OpenAPI schema. The views return the selectors' plain
+data, so the effectiveness endpoint is exactly one element of the report's `patients`."""
+
+from rest_framework import serializers
+
+from reports.instruments import INSTRUMENTS
+
+
+class OutcomeScoreSerializer(serializers.Serializer):
+    response_id = serializers.CharField()
+    instrument = serializers.ChoiceField(choices=list(INSTRUMENTS))
+    administered_at = serializers.DateTimeField()
+    total = serializers.IntegerField()
+    band = serializers.CharField(help_text="Severity band of the total, e.g. moderately_severe.")
+    at_caseness = serializers.BooleanField(help_text="Total at or above the caseness threshold (PHQ-9 10, GAD-7 8).")
+    items = serializers.ListField(
+        child=serializers.IntegerField(),
+        allow_null=True,
+        help_text="Item scores, or null when only the total is known.",
+    )
+    item9 = serializers.IntegerField(
+        allow_null=True,
+        help_text="PHQ-9 item 9 (thoughts of being better off dead or of self-harm); null for GAD-7 or when the "
+        "items are unknown. Any answer above 0 raises an urgent alert. A 0 is not evidence of safety.",
+    )
+
+
+class MeasureSerializer(serializers.Serializer):
+    first = serializers.IntegerField(allow_null=True)
+    last = serializers.IntegerField(allow_null=True)
+    severity_first = serializers.CharField(allow_null=True)
+    severity_last = serializers.CharField(allow_null=True)
+    paired = serializers.BooleanField()
+    change = serializers.IntegerField(allow_null=True, help_text="last − first; negative = fewer symptoms.")
+    reliable_improvement = serializers.BooleanField(allow_null=True)
+    reliable_deterioration = serializers.BooleanField(allow_null=True)
+    at_caseness_first = serializers.BooleanField(allow_null=True)
+    at_caseness_last = serializers.BooleanField(allow_null=True)
+
+
+class EffectivenessSerializer(serializers.Serializer):
+    player_id = serializers.CharField()
+    phq9 = MeasureSerializer()
+    gad7 = MeasureSerializer()
+    caseness_at_start = serializers.BooleanField(allow_null=True)
+    recovery = serializers.BooleanField(allow_null=True, help_text="Null (unknown) unless both measures are paired.")
+    reliable_improvement = serializers.BooleanField(allow_null=True)
+    reliable_deterioration = serializers.BooleanField(allow_null=True)
+    reliable_recovery = serializers.BooleanField(allow_null=True)
+    item9_alert = serializers.BooleanField(
+        help_text="Any PHQ-9 response with item 9 above 0. False is not evidence of safety."
+    )

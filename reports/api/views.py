@@ -1,0 +1,33 @@
+"""Outcome reads for the game server (its clinic's token) and for the patient's therapists."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from reports import selectors
+from reports.api.serializers import EffectivenessSerializer, OutcomeScoreSerializer
+from tracking import access
+from tracking.api.views import ERRORS
+
+READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
+
+
+class PatientOutcomesView(APIView):
+    @extend_schema(
+        responses={200: OutcomeScoreSerializer(many=True), **READ_ERRORS},
+        summary="A patient's PHQ-9 and GAD-7 scores, oldest first, with their bands",
+    )
+    def get(self, request, player_id: str):
+        patient = access.patient_for_request(request, player_id)
+        return Response(OutcomeScoreSerializer(selectors.outcome_scores_for_patient(patient), many=True).data)
+
+
+class PatientEffectivenessView(APIView):
+    @extend_schema(
+        responses={200: EffectivenessSerializer, **READ_ERRORS},
+        summary="A patient's NHS Talking Therapies outcome classification (DESIGN §5)",
+        description="The same object as one element of `patients` in `manage.py effectiveness_report`.",
+    )
+    def get(self, request, player_id: str):
+        patient = access.patient_for_request(request, player_id)
+        return Response(selectors.patient_effectiveness(patient))

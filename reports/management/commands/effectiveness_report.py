@@ -1,0 +1,63 @@
+import csv
+import json
+from datetime import date
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from reports import selectors
+from reports.exports import patient_csv_header, patient_csv_row
+from tracking.management.commands._base import clinic_by_slug
+from tracking.models import Membership, Patient, Role
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"{value!r} is not a date; expected YYYY-MM-DD.") from None
+
+
+class Command(BaseCommand):
+    help = (
+        "The NHS Talking Therapies outcomes of a clinic's patients (DESIGN §5): JSON "
+        '{"patients": [...], "cohort": {...}} or CSV with one row per patient.'
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--clinic", required=True, help="clinic slug")
+        parser.add_argument("--patient", metavar="PLAYER_ID", help="only this patient")
+        parser.add_argument("--therapist", metavar="USERNAME", help="only this therapist's caseload")
+        parser.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="responses on or after this date")
+        parser.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="responses on or before this date")
+        parser.add_argument("--format", choices=("json", "csv"), default="json")
+
+    def handle(self, *args, clinic, patient, therapist, date_from, date_to, format, **options):
+        clinic_obj = clinic_by_slug(clinic)
+        period = selectors.Period(
+            date_from=_date(date_from) if date_from else None, date_to=_date(date_to) if date_to else None
+        )
+        if period.date_from and period.date_to and period.date_from > period.date_to:
+            raise CommandError(f"--from {period.date_from} is after --to {period.date_to}.")
+        if patient is not None and not Patient.objects.filter(clinic=clinic_obj, player_id=patient).exists():
+            raise CommandError(f"No patient {patient!r} in clinic {clinic_obj.slug}.")
+        therapist_user = self._therapist(clinic_obj, therapist) if therapist else None
+
+        report = selectors.effectiveness_report(clinic_obj, period=period, player_id=patient, therapist=therapist_user)
+        if format == "json":
+            self.stdout.write(json.dumps(report, indent=2))
+            return
+        writer = csv.writer(self.stdout, lineterminator="\n")
+        writer.writerow(patient_csv_header())
+        for row in report["patients"]:
+            writer.writerow(patient_csv_row(row))
+
+    @staticmethod
+    def _therapist(clinic, username: str):
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"No user {username!r}.")
+        membership = Membership.objects.filter(clinic=clinic, user=user).first()
+        if membership is None or membership.role != Role.THERAPIST:
+            raise CommandError(f"{username!r} is not a therapist of clinic {clinic.slug}.")
+        return user
