@@ -388,3 +388,23 @@ def test_schema_documents_the_outcome_endpoints_and_their_errors(db):
     for endpoint in ("outcomes", "effectiveness"):
         responses = schema["paths"][f"/api/v1/patients/{{player_id}}/{endpoint}"]["get"]["responses"]
         assert {"200", "401", "403", "404"} <= set(responses)
+
+
+def test_period_follows_each_clinics_calendar_in_a_two_clinic_caseload(clinic, other_clinic, therapist_a):
+    from tests.factories import MembershipFactory
+
+    MembershipFactory(user=therapist_a, clinic=other_clinic, role="therapist")
+    london = CareAssignmentFactory(
+        patient=PatientFactory(clinic=clinic, player_id="ldn"), therapist=therapist_a
+    ).patient
+    new_york = CareAssignmentFactory(
+        patient=PatientFactory(clinic=other_clinic, player_id="nyc"), therapist=therapist_a
+    ).patient
+    # 1 July in London (00:30 BST); 30 June in New York (22:30 EDT).
+    OutcomeResponseFactory(patient=london, total=12, administered_at=datetime(2026, 6, 30, 23, 30, tzinfo=UTC))
+    OutcomeResponseFactory(patient=new_york, total=12, administered_at=datetime(2026, 7, 1, 2, 30, tzinfo=UTC))
+    therapist_a._clinic_roles = None
+    june = selectors.caseload_report(therapist_a, selectors.Period(date_to=date(2026, 6, 30)))
+    assert [p["player_id"] for p in june["patients"]] == ["nyc"]
+    july = selectors.caseload_report(therapist_a, selectors.Period(date_from=date(2026, 7, 1)))
+    assert [p["player_id"] for p in july["patients"]] == ["ldn"]

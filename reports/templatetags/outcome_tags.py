@@ -41,7 +41,7 @@ def band(name) -> str:
 def flag(value, tone: str = "") -> str:
     """Yes / No / Unknown as text (a badge for yes when `tone` is good, bad or risk)."""
     if value is None:
-        return format_html('<span class="flag flag--unknown" title="{}">Unknown</span>', "Needs both measures paired")
+        return format_html('<span class="flag flag--unknown" title="{}">Unknown</span>', "Not enough scores to tell")
     if value:
         css = {"good": "badge badge--ok", "bad": "badge badge--warn", "risk": "badge badge--risk"}.get(tone, "flag")
         return format_html('<span class="{}">Yes</span>', css)
