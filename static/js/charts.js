@@ -91,6 +91,29 @@
     };
   }
 
+  function parseLocal(text) {
+    // "YYYY-MM-DD HH:MM" (the patient's local time, as the page shows it).
+    var m = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})/.exec(text);
+    return new Date(+m[1], +m[2] - 1, +m[3], +m[4], +m[5]);
+  }
+
+  function formatLocal(date) {
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    return date.getFullYear() + "-" + two(date.getMonth() + 1) + "-" + two(date.getDate()) + " " +
+      two(date.getHours()) + ":" + two(date.getMinutes());
+  }
+
+  // A date range with room around the first and last score: at least a week each side of a single
+  // score (otherwise the axis would zoom to milliseconds), else 4% of the span.
+  function paddedRange(xs) {
+    var times = xs.map(function (x) { return parseLocal(x).getTime(); });
+    var low = Math.min.apply(null, times);
+    var high = Math.max.apply(null, times);
+    var day = 24 * 3600 * 1000;
+    var pad = Math.max(0.04 * (high - low), high - low < 14 * day ? 7 * day : day);
+    return [formatLocal(new Date(low - pad)), formatLocal(new Date(high + pad))];
+  }
+
   register("outcomes", function (element, data) {
     var points = data.points;
     var itemName = data.risk_item ? "Item " + data.risk_item : null;
@@ -206,7 +229,15 @@
       hovermode: "closest",
       // The key is HTML beside the chart (it wraps at any width and is read by screen readers).
       showlegend: false,
-      xaxis: { type: "date", showgrid: false, linecolor: LINE, ticks: "outside", tickcolor: LINE, automargin: true },
+      xaxis: {
+        type: "date",
+        range: paddedRange(points.map(function (p) { return p.x; })),
+        showgrid: false,
+        linecolor: LINE,
+        ticks: "outside",
+        tickcolor: LINE,
+        automargin: true,
+      },
       yaxis: {
         title: { text: "Total (0–" + data.total_max + ")", font: { size: 12, color: MUTED } },
         range: [itemName ? -3.6 : -0.5, data.total_max + 0.8],
