@@ -152,7 +152,7 @@ def test_caseload_outcomes_date_filter(therapist_a, caseload):
     assert "from 2026-01-20 to 2026-12-31" in html
     assert 'href="/outcomes/export.csv?date_from=2026-01-20&amp;date_to=2026-12-31"' in html
     # Each patient now has two scores per measure (days 28 and 56): p-a1 11→6 is not a reliable change.
-    assert "11 → 6" in html
+    assert '<span class="nowrap">11 → 6</span>' in html
 
 
 def test_caseload_outcomes_rejects_a_reversed_range(therapist_a, caseload):
