@@ -8,6 +8,17 @@ from tracking import views
 
 urlpatterns = [
     path("", views.home, name="caseload"),
+    path("caseload/search", views.caseload_search, name="caseload-search"),
+    path("patients/<str:player_id>/", views.patient_detail, name="patient"),
+    path("patients/<str:player_id>/live", views.patient_live, name="patient-live"),
+    path("patients/<str:player_id>/live.json", views.patient_live_data, name="patient-live-data"),
+    path("live/events", views.live_events, name="live-events"),
+    path("live/inbox.json", views.live_inbox, name="live-inbox"),
+    path(
+        "patients/<str:player_id>/recommendations/<int:recommendation_id>/dismiss",
+        views.recommendation_dismiss,
+        name="recommendation-dismiss",
+    ),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),

@@ -9,8 +9,21 @@ from tests.matrix_reports import MATRIX as REPORTS_MATRIX
 # patient of another clinic. 302 = sent to the login page.
 PERSONAS = ["anonymous", "therapist_a", "therapist_b", "clinic_admin", "auditor", "foreign_therapist"]
 PATIENT_READ = [401, 200, 404, 403, 403, 404]  # an API read of therapist A's patient
+PATIENT_PAGE = [302, 200, 404, 403, 403, 404]  # a page of therapist A's patient
+THERAPISTS_ONLY = [302, 200, 200, 403, 403, 200]
 MATRIX = {
     "": ("GET", "/", [302, 200, 200, 200, 200, 200]),
+    "caseload/search": ("POST", "/caseload/search", [302, 302, 302, 403, 403, 302]),
+    "patients/<str:player_id>/": ("GET", "/patients/p-a1/", PATIENT_PAGE),
+    "patients/<str:player_id>/live": ("GET", "/patients/p-a1/live", PATIENT_PAGE),
+    "patients/<str:player_id>/live.json": ("GET", "/patients/p-a1/live.json", PATIENT_PAGE),
+    "patients/<str:player_id>/recommendations/<int:recommendation_id>/dismiss": (
+        "POST",
+        "/patients/p-a1/recommendations/999999/dismiss",
+        [302, 404, 404, 403, 403, 404],
+    ),
+    "live/events": ("GET", "/live/events", THERAPISTS_ONLY),
+    "live/inbox.json": ("GET", "/live/inbox.json", THERAPISTS_ONLY),
     "login/": ("GET", "/login/", [200, 302, 302, 302, 302, 302]),
     "logout/": ("POST", "/logout/", [302, 302, 302, 302, 302, 302]),
     "admin/": ("GET", "/admin/", [302, 302, 302, 302, 302, 302]),

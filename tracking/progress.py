@@ -15,7 +15,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from tracking import analytics, selectors
+from tracking import analytics, live, selectors
 from tracking.models import Milestone, Patient, ProgressHighlight, ProgressSummary, Recommendation, WebhookDelivery
 from tracking.signals import milestone_achieved
 
@@ -175,7 +175,8 @@ def patient_recompute(patient_id: int) -> bool:
         detect_and_update_milestones(patient, computation=computation)
         generate_progress_insights(patient, computation=computation)
         Patient.objects.filter(pk=patient.pk).update(analytics_computed_at=started)
-    logger.info("analytics recomputed patient_id=%s", patient_id)
+        transaction.on_commit(lambda: live.bump(patient_ids=[patient_id]))
+    logger.debug("analytics recomputed patient_id=%s", patient_id)
     return True
 
 
@@ -246,3 +247,35 @@ def patient_viz_read(patient: Patient, days: int) -> dict:
         data = get_visualization_data(patient, days=days)
         cache.set(key, data, settings.ANALYTICS_CACHE_SECONDS)
     return data
+
+
+def patient_page_read(patient: Patient) -> dict:
+    """Everything the patient page shows, from the stored analytics and a few bounded reads."""
+    from reports import selectors as report_selectors
+
+    summary = patient_progress_read(patient, "progress")
+    viz = patient_viz_read(patient, 90)
+    series = viz["series"]
+    activity_rows = list(
+        zip(
+            viz["time_buckets"],
+            series["sessions"],
+            series["duration_minutes"],
+            series["skills_acquired"],
+            series["markers"],
+            strict=True,
+        )
+    )[::-1]
+    return {
+        "patient": patient,
+        "progress": summary,
+        "dropout": selectors.dropout_cell(summary["dropout_risk_score"]),
+        "period_choices": (14, 30, 90),
+        "activity_rows": activity_rows,
+        "milestones": patient_progress_read(patient, "milestones"),
+        "recommendations": patient_progress_read(patient, "insights")["recommendations"],
+        "viz": viz,
+        "markers": selectors.markers_timeline(patient, days=90),
+        "alerts": list(report_selectors.alerts_for_patient(patient)[:20]),
+        "outcome_series": report_selectors.patient_outcome_series(patient),
+    }

@@ -1,14 +1,16 @@
 """Reads for pages and the API. Every list costs a fixed number of queries, whatever its length."""
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.core.cache import cache
-from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db.models import Count, F, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from reports.models import OutcomeResponse
 from tracking import analytics
 from tracking.access import caseload_for_user, clinics_with_role
 from tracking.models import (
@@ -25,17 +27,134 @@ from tracking.models import (
 )
 
 
-def caseload_rows(user) -> QuerySet[Patient]:
-    """The therapist's patients with what the caseload shows, in one query."""
-    return (
+@dataclass(frozen=True)
+class CaseloadQuery:
+    """What the therapist asked the caseload for: a sort key, filters, a player-id search."""
+
+    sort: str = "player_id"
+    descending: bool = False
+    filters: frozenset[str] = frozenset()
+    search: str = ""
+
+    SORTS = {
+        "player_id": ("player_id",),
+        "last_active": ("summary__last_active_day",),
+        "streak": ("summary__current_streak_days",),
+        "week": ("summary__sessions_this_week",),
+        "risk": ("summary__dropout_risk_score",),
+        "phq9": ("phq9_last",),
+        "gad7": ("gad7_last",),
+        "alerts": ("open_alerts",),
+        "flag": ("risk_flag",),
+    }
+    FILTERS = {
+        "at_risk": "At risk",
+        "inactive_7d": "Not active for 7 days",
+        "deteriorating": "Deteriorating",
+    }
+
+    @classmethod
+    def from_params(cls, params, search: str = "") -> "CaseloadQuery":
+        raw = params.get("sort", "player_id")
+        descending = raw.startswith("-")
+        sort = raw.lstrip("-")
+        if sort not in cls.SORTS:
+            sort, descending = "player_id", False
+        filters = frozenset(f for f in params.getlist("filter") if f in cls.FILTERS)
+        return cls(sort=sort, descending=descending, filters=filters, search=search.strip()[:128])
+
+
+DROPOUT_HIGH = 0.6  # above this the service recommends shorter, more frequent sessions (DESIGN §4)
+DROPOUT_MEDIUM = 0.3
+
+
+def _latest_total(instrument: str, last: bool):
+    # First and latest by administration time, ties by response id (as reports.outcomes orders them).
+    order = ("-administered_at", "-response_id") if last else ("administered_at", "response_id")
+    responses = OutcomeResponse.objects.filter(patient=OuterRef("pk"), instrument=instrument)
+    return Subquery(responses.order_by(*order).values("total")[:1])
+
+
+def caseload_rows(user, query: CaseloadQuery | None = None) -> QuerySet[Patient]:
+    """The therapist's patients with everything the caseload shows, in one query (the stored analytics
+    summary, first and latest questionnaire totals, open alerts)."""
+    from reports.instruments import GAD7, PHQ9
+
+    query = query or CaseloadQuery()
+    rows = (
         caseload_for_user(user)
-        .select_related("clinic")
+        .select_related("clinic", "summary")
         .annotate(
-            last_session_at=Max("sessions__started_at"),
+            phq9_first=_latest_total(PHQ9.code, last=False),
+            phq9_last=_latest_total(PHQ9.code, last=True),
+            gad7_first=_latest_total(GAD7.code, last=False),
+            gad7_last=_latest_total(GAD7.code, last=True),
             open_alerts=Count("alerts", filter=Q(alerts__acknowledged_at__isnull=True), distinct=True),
         )
-        .order_by("player_id")
     )
+    if query.search:
+        rows = rows.filter(player_id__icontains=query.search)
+    if "at_risk" in query.filters:
+        rows = rows.filter(Q(risk_flag=True) | Q(summary__dropout_risk_score__gt=DROPOUT_HIGH))
+    if "inactive_7d" in query.filters:
+        week_start = timezone.now().date() - timedelta(days=6)
+        rows = rows.filter(Q(summary__last_active_day__lt=week_start) | Q(summary__last_active_day__isnull=True))
+    if "deteriorating" in query.filters:
+        rows = rows.filter(
+            Q(phq9_last__gte=F("phq9_first") + PHQ9.reliable_change)
+            | Q(gad7_last__gte=F("gad7_first") + GAD7.reliable_change)
+        )
+    order = [
+        F(field).desc(nulls_last=True) if query.descending else F(field).asc(nulls_last=True)
+        for field in CaseloadQuery.SORTS[query.sort]
+    ]
+    return rows.order_by(*order, "player_id")
+
+
+@dataclass(frozen=True)
+class MeasureCell:
+    last: int
+    band: str
+    change: int | None  # since the first score; None with one score
+    reliable: str | None  # "improvement" | "deterioration" | None
+
+
+@dataclass(frozen=True)
+class DropoutCell:
+    score: float
+    level: str  # "low" | "medium" | "high"
+
+
+def _measure_cell(instrument, first: int | None, last: int | None) -> MeasureCell | None:
+    if last is None:
+        return None
+    change = last - first if first is not None else None
+    reliable = None
+    if change is not None and abs(change) >= instrument.reliable_change:
+        reliable = "deterioration" if change > 0 else "improvement"
+    return MeasureCell(last=last, band=instrument.band(last), change=change, reliable=reliable)
+
+
+def dropout_cell(score: float | None) -> DropoutCell | None:
+    if score is None:
+        return None
+    level = "high" if score > DROPOUT_HIGH else "medium" if score >= DROPOUT_MEDIUM else "low"
+    return DropoutCell(score=score, level=level)
+
+
+def caseload_page(user, query: CaseloadQuery, page_number, per_page: int = 25):
+    """One page of the caseload, each row decorated with its display cells (no further queries)."""
+    from django.core.paginator import Paginator
+
+    from reports.instruments import GAD7, PHQ9
+
+    page = Paginator(caseload_rows(user, query), per_page).get_page(page_number)
+    for patient in page.object_list:
+        summary = getattr(patient, "summary", None)
+        patient.dropout = dropout_cell(summary.dropout_risk_score if summary else None)
+        patient.phq9 = _measure_cell(PHQ9, patient.phq9_first, patient.phq9_last)
+        patient.gad7 = _measure_cell(GAD7, patient.gad7_first, patient.gad7_last)
+    return page
 
 
 def clinic_patient_rows(user) -> QuerySet[Patient]:
@@ -185,8 +304,14 @@ def recent_sessions(patient: Patient, limit: int) -> list[dict]:
         .order_by("-started_at", "-pk")
         .values("session_id", "started_at", "ended_at", "status", "duration_minutes", "world", "approaches")[:limit]
     )
+    tzinfo = ZoneInfo(patient.tz_name)
     return [
-        {**r, "started_at": r["started_at"].isoformat(), "ended_at": r["ended_at"] and r["ended_at"].isoformat()}
+        {
+            **r,
+            "started_at": r["started_at"].isoformat(),
+            "started_local": r["started_at"].astimezone(tzinfo).strftime("%Y-%m-%d %H:%M"),
+            "ended_at": r["ended_at"] and r["ended_at"].isoformat(),
+        }
         for r in rows
     ]
 
@@ -240,3 +365,49 @@ def active_recommendations_of(patient: Patient) -> list[dict]:
         .values("id", "type", "title", "description", "priority", "reasoning", "created_at", "updated_at")
     )
     return [{**r, "created_at": r["created_at"].isoformat(), "updated_at": r["updated_at"].isoformat()} for r in rows]
+
+
+MARKER_TIMELINE_LIMIT = 500
+
+
+def markers_timeline(patient: Patient, days: int) -> dict:
+    """The patient's progress markers of the last `days` local days, oldest first (bounded), for the
+    timeline chart and its table."""
+    tz_name = patient.tz_name
+    start = local_midnight(local_today(tz_name) - timedelta(days=days - 1), tz_name)
+    rows = list(
+        ProgressMarker.objects.filter(patient=patient, achieved_at__gte=start)
+        .order_by("-achieved_at", "-pk")
+        .values("type", "achieved_at", "description", "therapeutic_value")[:MARKER_TIMELINE_LIMIT]
+    )
+    tzinfo = ZoneInfo(tz_name)
+    points = [
+        {
+            "type": r["type"],
+            "at": r["achieved_at"].astimezone(tzinfo).strftime("%Y-%m-%d %H:%M"),
+            "description": r["description"],
+            "value": r["therapeutic_value"],
+        }
+        for r in reversed(rows)
+    ]
+    return {"types": MarkerType.values, "points": points, "truncated": len(rows) == MARKER_TIMELINE_LIMIT}
+
+
+def alert_inbox(user, limit: int = 5) -> dict:
+    """Open alerts of the therapist's caseload: how many, and the most recent few (ids and kinds only)."""
+    from reports.models import Alert
+
+    open_alerts = Alert.objects.filter(patient__in=caseload_for_user(user), acknowledged_at__isnull=True)
+    latest = open_alerts.select_related("patient").order_by("-occurred_at", "-pk")[:limit]
+    return {
+        "open": open_alerts.count(),
+        "latest": [
+            {
+                "player_id": a.patient.player_id,
+                "kind": a.get_kind_display(),
+                "severity": a.severity,
+                "occurred_at": a.occurred_at.isoformat(),
+            }
+            for a in latest
+        ],
+    }

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from tracking import live
 from tracking.models import (
     CareAssignment,
     Clinic,
@@ -236,6 +237,8 @@ def ingest_batch(*, clinic: Clinic, items: dict[str, list[dict]]) -> IngestResul
         # Marks the analytics stale in this same transaction, so a lost task is found again later.
         Patient.objects.filter(pk__in=result.changed_patient_ids).update(data_changed_at=timezone.now())
         changed = sorted(result.changed_patient_ids)
+        alert_clinics = [clinic.pk] if result.new_alert_ids else []
+        transaction.on_commit(lambda: live.bump(patient_ids=changed, alert_clinic_ids=alert_clinics))
         transaction.on_commit(lambda: schedule_recompute(changed))
     return result
 

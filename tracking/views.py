@@ -1,20 +1,28 @@
 """Pages. Thin: check access, call a selector, render."""
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import JsonResponse
-from django.shortcuts import render
+from django.http import JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
-from tracking import access, selectors
-from tracking.models import Role
+from tracking import access, live, progress, selectors, services
+from tracking.middleware import passive_session
+from tracking.models import Recommendation, Role
+
+SEARCH_SESSION_KEY = "caseload_search"
 
 
 def home(request):
     """The caseload for therapists; the clinic's patient list for clinic admins; a pointer for auditors."""
     if access.has_role(request.user, [Role.THERAPIST]):
-        page = Paginator(selectors.caseload_rows(request.user), 50).get_page(request.GET.get("page"))
-        return render(request, "tracking/caseload.html", {"page": page})
+        query = selectors.CaseloadQuery.from_params(request.GET, search=request.session.get(SEARCH_SESSION_KEY, ""))
+        page = selectors.caseload_page(request.user, query, request.GET.get("page"))
+        context = {"page": page, "query": query, "filters": selectors.CaseloadQuery.FILTERS.items()}
+        return render(request, "tracking/caseload.html", context)
     if access.has_role(request.user, [Role.CLINIC_ADMIN]):
         page = Paginator(selectors.clinic_patient_rows(request.user), 50).get_page(request.GET.get("page"))
         return render(request, "tracking/clinic_patients.html", {"page": page})
@@ -28,3 +36,69 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+@require_POST
+def caseload_search(request):
+    """Keeps the search term in the session, so player ids never appear in a URL's query string."""
+    access.require_role(request.user, [Role.THERAPIST])
+    term = "" if request.POST.get("clear") else request.POST.get("q", "").strip()[:128]
+    request.session[SEARCH_SESSION_KEY] = term
+    return redirect("caseload")
+
+
+def patient_detail(request, player_id: str):
+    patient = access.patient_for_user(request.user, player_id)
+    return render(request, "tracking/patient.html", progress.patient_page_read(patient))
+
+
+@require_POST
+def recommendation_dismiss(request, player_id: str, recommendation_id: int):
+    patient = access.patient_for_user(request.user, player_id)
+    recommendation = get_object_or_404(Recommendation, pk=recommendation_id, patient=patient)
+    services.recommendation_dismiss(recommendation=recommendation, user=request.user)
+    messages.success(request, f"Recommendation “{recommendation.title}” dismissed.")
+    return redirect(reverse("patient", args=[player_id]) + "#recommendations")
+
+
+# ----- live updates (see tracking/live.py) ----------------------------------------------------------
+
+
+def _event_stream_response(request, patient_id: int | None) -> StreamingHttpResponse:
+    stream = live.event_stream(
+        patient_id=patient_id,
+        clinic_ids=[c for c, r in access.roles_of(request.user).items() if r == Role.THERAPIST],
+        session_expires_at=request.session.get_expiry_date(),
+    )
+    # The stream reads only the cache: give the database connection back rather than hold it for a minute.
+    connection.close()
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # let a reverse proxy pass events through at once
+    return response
+
+
+@passive_session
+def live_events(request):
+    """The event stream of pages without a patient: the header's alert inbox only."""
+    access.require_role(request.user, [Role.THERAPIST])
+    return _event_stream_response(request, None)
+
+
+@passive_session
+def patient_live(request, player_id: str):
+    patient = access.patient_for_user(request.user, player_id)
+    return _event_stream_response(request, patient.pk)
+
+
+@passive_session
+def patient_live_data(request, player_id: str):
+    """What an open patient page redraws when its data changed."""
+    patient = access.patient_for_user(request.user, player_id)
+    return JsonResponse({"viz": progress.patient_viz_read(patient, 90)})
+
+
+@passive_session
+def live_inbox(request):
+    access.require_role(request.user, [Role.THERAPIST])
+    return JsonResponse(selectors.alert_inbox(request.user))

@@ -252,6 +252,109 @@
     window.Plotly.newPlot(element, traces, layout, CONFIG);
   });
 
+
+  // ----- activity (sessions and minutes per patient-local day) and progress markers ----------------
+
+  var SESSIONS_COLOUR = "#2f6f8f";
+  var MINUTES_COLOUR = "#b86e00";
+
+  function lastDays(data, days) {
+    var n = data.time_buckets.length;
+    var from = Math.max(0, n - days);
+    return {
+      x: data.time_buckets.slice(from),
+      sessions: data.series.sessions.slice(from),
+      minutes: data.series.duration_minutes.slice(from),
+    };
+  }
+
+  register("activity", function (element, data) {
+    var days = parseInt(element.getAttribute("data-period") || "30", 10);
+    var window_ = lastDays(data, days);
+    var traces = [
+      {
+        type: "bar",
+        name: "Sessions (bars, left axis)",
+        x: window_.x,
+        y: window_.sessions,
+        marker: { color: SESSIONS_COLOUR },
+        hovertemplate: "%{x}: %{y} session(s)<extra></extra>",
+      },
+      {
+        type: "scatter",
+        mode: "lines+markers",
+        name: "Minutes (dotted line, right axis)",
+        x: window_.x,
+        y: window_.minutes,
+        yaxis: "y2",
+        line: { color: MINUTES_COLOUR, dash: "dot", width: 2 },
+        marker: { symbol: "diamond", size: 6 },
+        hovertemplate: "%{x}: %{y} min<extra></extra>",
+      },
+    ];
+    var layout = {
+      font: FONT,
+      height: 300,
+      margin: { l: 48, r: 56, t: 10, b: 40 },
+      paper_bgcolor: "#ffffff",
+      plot_bgcolor: "#ffffff",
+      bargap: 0.25,
+      showlegend: true,
+      legend: { orientation: "h", x: 0, y: -0.18, yanchor: "top" },
+      xaxis: { type: "date", showgrid: false, linecolor: LINE, tickformat: "%d %b", automargin: true },
+      yaxis: { title: { text: "Sessions", font: { size: 12, color: MUTED } }, rangemode: "tozero", dtick: 1, gridcolor: "rgba(31,42,55,0.06)", fixedrange: true },
+      yaxis2: { title: { text: "Minutes", font: { size: 12, color: MUTED } }, overlaying: "y", side: "right", rangemode: "tozero", tickformat: "d", showgrid: false, fixedrange: true },
+    };
+    window.Plotly.react(element, traces, layout, CONFIG);
+  });
+
+  var MARKER_SYMBOLS = {
+    skill_acquired: "circle", breakthrough: "star", insight: "diamond", milestone: "square",
+    goal_achieved: "triangle-up", setback_overcome: "cross", therapeutic_goal: "x",
+  };
+
+  register("markers", function (element, data) {
+    var traces = data.types.map(function (type) {
+      var points = data.points.filter(function (p) { return p.type === type; });
+      var label = type.replace(/_/g, " ");
+      return {
+        type: "scatter",
+        mode: "markers",
+        name: label + " (" + points.length + ")",
+        x: points.map(function (p) { return p.at; }),
+        y: points.map(function () { return label; }),
+        marker: { symbol: MARKER_SYMBOLS[type] || "circle", size: 9, opacity: 0.8 },
+        customdata: points.map(function (p) { return [p.description || "", p.value]; }),
+        hovertemplate: "%{x}<br>" + label + "<br>%{customdata[0]}<br>value %{customdata[1]}<extra></extra>",
+      };
+    });
+    var layout = {
+      font: FONT,
+      height: 280,
+      margin: { l: 130, r: 16, t: 10, b: 40 },
+      paper_bgcolor: "#ffffff",
+      plot_bgcolor: "#ffffff",
+      showlegend: false,
+      xaxis: { type: "date", showgrid: true, gridcolor: "rgba(31,42,55,0.06)", linecolor: LINE, tickformat: "%d %b" },
+      yaxis: { type: "category", categoryorder: "array", categoryarray: data.types.map(function (t) { return t.replace(/_/g, " "); }), fixedrange: true },
+    };
+    window.Plotly.react(element, traces, layout, CONFIG);
+  });
+
+  // Period buttons of a chart's card: redraw the chart with the chosen number of days.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-period]");
+    if (!button || button.hasAttribute("data-chart")) return;
+    var card = button.closest(".card");
+    var chart = card && card.querySelector("[data-chart][data-period]");
+    if (!chart) return;
+    chart.setAttribute("data-period", button.getAttribute("data-period"));
+    Array.prototype.forEach.call(card.querySelectorAll("button[data-period]"), function (b) {
+      b.setAttribute("aria-pressed", b === button ? "true" : "false");
+    });
+    draw(chart);
+  });
+
   window.ProgressCharts = { register: register, draw: draw, drawAll: drawAll };
 
   // Drawn after the page is parsed; renderers registered by files loaded before this one are included.
