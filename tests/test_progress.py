@@ -36,9 +36,7 @@ def test_a_late_evening_session_counts_on_the_patients_local_day(patient_a):
     patient_a.timezone = "America/New_York"  # UTC−5 in November
     patient_a.save()
     TherapySessionFactory(patient=patient_a, started_at=datetime(2026, 11, 20, 4, 30, tzinfo=UTC))  # 23:30 on the 19th
-    history = selectors.patient_history(
-        patient_a, progress.selectors.milestone_rules_for(patient_a.clinic), today=date(2026, 11, 20)
-    )
+    history = selectors.patient_history(patient_a, today=date(2026, 11, 20))
     assert [d.day for d in history.active_days] == [date(2026, 11, 19)]
     assert history.active_days[0].first_started_at == datetime(2026, 11, 20, 4, 30, tzinfo=UTC)
     today, sessions, _ = selectors.activity_by_day(patient_a, 2, today=date(2026, 11, 20))
@@ -50,7 +48,7 @@ def test_markers_of_every_session_status_are_counted(patient_a):
         ProgressMarkerFactory(
             session=TherapySessionFactory(patient=patient_a, status=status, started_at=local_noon(patient_a, 1))
         )
-    history = selectors.patient_history(patient_a, selectors.milestone_rules_for(patient_a.clinic))
+    history = selectors.patient_history(patient_a)
     assert history.marker_counts == {"skill_acquired": 4}
     assert history.markers_recent == 4 and history.skills_last_7_days == 4
 
@@ -246,3 +244,48 @@ def test_read_endpoints_cost_the_same_queries_for_10_and_10000_sessions(api, cli
     assert large_counts == {"progress": 7, "milestones": 2, "insights": 2, "viz?days=90": 4}
     with django_assert_num_queries(2):  # a cached read: token and patient only
         api.get("/api/v1/patients/large/milestones")
+
+
+def _stored(patient_ids) -> dict:
+    return {
+        s.patient_id: {k: v for k, v in s.data.items() if k != "computed_at"}
+        for s in ProgressSummary.objects.filter(patient_id__in=patient_ids)
+    }
+
+
+def test_a_group_recompute_equals_one_at_a_time_across_time_zones(clinic, therapist_a):
+    patients = []
+    for n, tz in enumerate(["", "America/New_York", "Asia/Tokyo", ""]):
+        patient = Patient.objects.create(clinic=clinic, player_id=f"g-{n}", timezone=tz)
+        sessions = sessions_on(patient, list(range(n, n + 8)), per_day=n + 1)
+        for s in sessions[::2]:
+            ProgressMarkerFactory(session=s, type="skill_acquired" if n % 2 else "breakthrough")
+        patients.append(patient)
+    ids = [p.pk for p in patients]
+    for pid in ids:
+        progress.patient_recompute(pid)
+    one_at_a_time = _stored(ids)
+    milestones = sorted(Milestone.objects.values_list("patient_id", "family", "threshold", "achieved_at"))
+    Milestone.objects.all().delete()
+    ProgressSummary.objects.all().delete()
+    assert progress.patients_recompute(ids) == 4
+    assert _stored(ids) == one_at_a_time
+    assert sorted(Milestone.objects.values_list("patient_id", "family", "threshold", "achieved_at")) == milestones
+
+
+def test_a_group_recompute_costs_the_same_queries_for_3_and_30_patients(clinic, django_assert_num_queries):
+    def make(n, start):
+        out = []
+        for i in range(start, start + n):
+            patient = Patient.objects.create(clinic=clinic, player_id=f"q-{i}")
+            sessions_on(patient, [i % 5, i % 5 + 1])
+            out.append(patient.pk)
+        return out
+
+    few, many = make(3, 0), make(30, 3)
+    progress.patients_recompute(few + many)  # first run stores milestones etc.; the steady state is measured
+    with CaptureQueriesContext(connection) as small:
+        progress.patients_recompute(few)
+    with CaptureQueriesContext(connection) as large:
+        progress.patients_recompute(many)
+    assert len(small.captured_queries) == len(large.captured_queries)

@@ -5,4 +5,9 @@ from tracking.models import Role
 def roles(request) -> dict:
     """What the header needs to know about the logged-in user's roles."""
     user = getattr(request, "user", None)
-    return {"is_therapist": access.has_role(user, [Role.THERAPIST]) if user else False}
+    if user is None:
+        return {"is_therapist": False, "is_clinic_admin": False}
+    return {
+        "is_therapist": access.has_role(user, [Role.THERAPIST]),
+        "is_clinic_admin": access.has_role(user, [Role.CLINIC_ADMIN]),
+    }

@@ -1,9 +1,10 @@
 """The progress-tracking service: the four operations of the specification, by their names.
 
 `compute_progress_summary`, `detect_and_update_milestones` and `generate_progress_insights` compute from
-database aggregates (see `selectors.patient_history`) with the pure rules of `analytics` and store the
-result; `get_visualization_data` reads a window of daily counts. `patient_recompute` runs the three writes
-for one patient, serialised per patient by a row lock, and is what the Celery task calls.
+database aggregates (see `selectors.patient_histories`) with the pure rules of `analytics` and store the
+result; `get_visualization_data` reads a window of daily counts. `patients_recompute` runs the three
+writes for a group of patients in a fixed number of queries (the Celery task calls it for one patient,
+the reconciler and `recompute_analytics` for many).
 """
 
 import logging
@@ -15,7 +16,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from tracking import analytics, live, selectors
+from tracking import analytics, live, selectors, webhooks
 from tracking.models import Milestone, Patient, ProgressHighlight, ProgressSummary, Recommendation, WebhookDelivery
 from tracking.signals import milestone_achieved
 
@@ -32,124 +33,200 @@ class Computation:
     rules: tuple[analytics.MilestoneRule, ...]
     history: analytics.PatientHistory
     summary: analytics.ProgressSummaryData
+    stored_milestones: dict  # (family, threshold) → achieved_at, as stored before this computation
 
 
-def _compute(patient: Patient, today: date | None = None) -> Computation:
-    rules = selectors.milestone_rules_for(patient.clinic)
-    history = selectors.patient_history(patient, rules, today)
-    return Computation(patient, rules, history, analytics.compute_summary(history, rules))
+def _compute_many(patients: list[Patient]) -> list[Computation]:
+    stored = selectors.stored_milestones([p.pk for p in patients])
+    histories = selectors.patient_histories(patients, stored)
+    computations = []
+    for patient in patients:
+        rules = selectors.milestone_rules_for(patient.clinic)
+        history = histories[patient.pk]
+        summary = analytics.compute_summary(history, rules)
+        computations.append(Computation(patient, rules, history, summary, stored[patient.pk]))
+    return computations
 
 
-def compute_progress_summary(
-    patient: Patient, *, summaries_limit: int = RECENT_SESSIONS, computation: Computation | None = None
-) -> dict:
-    """Computes the summary and stores it as the patient's snapshot; returns the stored data, with the
-    `summaries_limit` most recent sessions."""
-    c = computation or _compute(patient)
-    data = c.summary.to_dict()
-    m = c.summary.metrics
-    ProgressSummary.objects.update_or_create(
-        patient=patient,
-        defaults={
-            "computed_at": timezone.now(),
-            "local_date": c.history.today,
-            "data": data,
-            "current_streak_days": m.current_streak_days,
-            "sessions_this_week": m.sessions_this_week,
-            "dropout_risk_score": c.summary.dropout_risk.value,
-            "last_active_day": m.last_active_day,
-            "progress_trend": c.summary.progress_trend,
-            "engagement_trend": c.summary.engagement_trend,
-        },
-    )
-    return {**data, "recent_sessions": selectors.recent_sessions(patient, summaries_limit)}
+def _compute(patient: Patient) -> Computation:
+    return _compute_many([patient])[0]
 
 
-def detect_and_update_milestones(
-    patient: Patient, *, computation: Computation | None = None
-) -> tuple[list[Milestone], list[ProgressHighlight]]:
-    """Stores each newly reached milestone once, with one highlight, and queues the celebration hooks
-    (signal and webhook) for after commit. Returns all milestones and the new highlights."""
-    c = computation or _compute(patient)
-    stored = {(m.family, m.threshold): m for m in Milestone.objects.filter(patient=patient)}
-    new_highlights = []
-    for achieved in analytics.detect_milestones(c.history, c.rules):
-        rule = achieved.rule
-        if (rule.family, rule.threshold) in stored:
-            continue
-        milestone = Milestone.objects.create(
-            patient=patient,
-            family=rule.family,
-            threshold=rule.threshold,
-            title=rule.title,
-            description=rule.description,
-            achieved_at=achieved.achieved_at,
-        )
-        draft = analytics.highlight_for_milestone(achieved)
-        highlight = ProgressHighlight.objects.create(
-            patient=patient,
-            milestone=milestone,
-            type=draft.type,
-            title=draft.title,
-            description=draft.description,
-            achieved_at=draft.achieved_at,
-            therapeutic_value=draft.therapeutic_value,
-        )
-        stored[(rule.family, rule.threshold)] = milestone
-        new_highlights.append(highlight)
-        _queue_celebration(patient, milestone, highlight)
-    return sorted(stored.values(), key=lambda m: (m.achieved_at, m.pk)), new_highlights
+# ----- the three writes, each for many patients at once ---------------------------------------------
+
+SUMMARY_COLUMNS = (
+    "computed_at",
+    "local_date",
+    "data",
+    "current_streak_days",
+    "sessions_this_week",
+    "dropout_risk_score",
+    "last_active_day",
+    "progress_trend",
+    "engagement_trend",
+)
 
 
-def _queue_celebration(patient: Patient, milestone: Milestone, highlight: ProgressHighlight) -> None:
-    from tracking import webhooks
-
-    delivery = None
-    if patient.clinic.webhook_url:
-        delivery = WebhookDelivery.objects.create(
-            clinic=patient.clinic,
-            highlight=highlight,
-            payload=webhooks.milestone_payload(patient, milestone, highlight),
-        )
-
-    def after_commit():
-        milestone_achieved.send(sender=Milestone, milestone=milestone, highlight=highlight)
-        if delivery is not None:
-            webhooks.enqueue_delivery(delivery.pk)
-
-    transaction.on_commit(after_commit)
-
-
-def generate_progress_insights(patient: Patient, *, computation: Computation | None = None) -> list[Recommendation]:
-    """Refreshes the patient's recommendations: new ones are created, current ones updated (a dismissed
-    one stays dismissed), and those whose condition no longer holds expire. Returns the active ones."""
-    c = computation or _compute(patient)
+def _store_summaries(computations: list[Computation]) -> None:
     now = timezone.now()
-    drafts = {d.type: d for d in analytics.recommendations(c.summary, c.history)}
-    existing = {r.type: r for r in Recommendation.objects.filter(patient=patient)}
-    for kind, draft in drafts.items():
-        fields = {
-            "title": draft.title,
-            "description": draft.description,
-            "priority": draft.priority,
-            "reasoning": draft.reasoning,
-        }
-        rec = existing.get(kind)
-        if rec is None:
-            existing[kind] = Recommendation.objects.create(patient=patient, type=kind, **fields)
-            continue
-        if rec.expires_at is not None:  # it had lapsed and now applies again: a fresh recommendation
-            fields.update(expires_at=None, dismissed=False, dismissed_at=None, dismissed_by=None)
-        if any(getattr(rec, f) != v for f, v in fields.items()):
-            for f, v in fields.items():
-                setattr(rec, f, v)
-            rec.save()
-    for kind, rec in existing.items():
-        if kind not in drafts and rec.expires_at is None:
-            rec.expires_at = now
-            rec.save(update_fields=["expires_at", "updated_at"])
-    return sorted(
-        (r for r in existing.values() if r.expires_at is None and not r.dismissed), key=lambda r: (r.priority, r.type)
+    rows = []
+    for c in computations:
+        m = c.summary.metrics
+        rows.append(
+            ProgressSummary(
+                patient=c.patient,
+                computed_at=now,
+                local_date=c.history.today,
+                data=c.summary.to_dict(),
+                current_streak_days=m.current_streak_days,
+                sessions_this_week=m.sessions_this_week,
+                dropout_risk_score=c.summary.dropout_risk.value,
+                last_active_day=m.last_active_day,
+                progress_trend=c.summary.progress_trend,
+                engagement_trend=c.summary.engagement_trend,
+            )
+        )
+    ProgressSummary.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["patient"], update_fields=list(SUMMARY_COLUMNS)
+    )
+
+
+def _store_new_milestones(computations: list[Computation]) -> list[ProgressHighlight]:
+    """Stores each newly reached milestone once, with one highlight (and a webhook in the outbox when the
+    clinic has one); the celebration hooks fire after commit."""
+    pending = []
+    for c in computations:
+        for achieved in analytics.detect_milestones(c.history, c.rules):
+            rule = achieved.rule
+            if (rule.family, rule.threshold) not in c.stored_milestones:
+                pending.append((c.patient, achieved))
+    if not pending:
+        return []
+    milestones = Milestone.objects.bulk_create(
+        [
+            Milestone(
+                patient=patient,
+                family=a.rule.family,
+                threshold=a.rule.threshold,
+                title=a.rule.title,
+                description=a.rule.description,
+                achieved_at=a.achieved_at,
+            )
+            for patient, a in pending
+        ]
+    )
+    highlights = []
+    for milestone, (patient, achieved) in zip(milestones, pending, strict=True):
+        draft = analytics.highlight_for_milestone(achieved)
+        highlights.append(
+            ProgressHighlight(
+                patient=patient,
+                milestone=milestone,
+                type=draft.type,
+                title=draft.title,
+                description=draft.description,
+                achieved_at=draft.achieved_at,
+                therapeutic_value=draft.therapeutic_value,
+            )
+        )
+    highlights = ProgressHighlight.objects.bulk_create(highlights)
+    deliveries = WebhookDelivery.objects.bulk_create(
+        [
+            WebhookDelivery(
+                clinic=h.patient.clinic,
+                highlight=h,
+                payload=webhooks.milestone_payload(h.patient, h.milestone, h),
+            )
+            for h in highlights
+            if h.patient.clinic.webhook_url
+        ]
+    )
+    transaction.on_commit(lambda: _celebrate(highlights, [d.pk for d in deliveries]))
+    return highlights
+
+
+def _celebrate(highlights: list[ProgressHighlight], delivery_ids: list[int]) -> None:
+    for highlight in highlights:
+        milestone_achieved.send(sender=Milestone, milestone=highlight.milestone, highlight=highlight)
+    for delivery_id in delivery_ids:
+        webhooks.enqueue_delivery(delivery_id)
+
+
+def _refresh_recommendations(computations: list[Computation]) -> None:
+    """New recommendations are created, current ones updated (a dismissed one stays dismissed), and those
+    whose condition no longer holds expire; one that applies again after it expired starts afresh."""
+    now = timezone.now()
+    existing = {
+        (r.patient_id, r.type): r for r in Recommendation.objects.filter(patient__in=[c.patient for c in computations])
+    }
+    to_create, to_update = [], []
+    for c in computations:
+        drafts = {d.type: d for d in analytics.recommendations(c.summary, c.history)}
+        for kind, draft in drafts.items():
+            fields = {
+                "title": draft.title,
+                "description": draft.description,
+                "priority": draft.priority,
+                "reasoning": draft.reasoning,
+            }
+            rec = existing.get((c.patient.pk, kind))
+            if rec is None:
+                to_create.append(Recommendation(patient=c.patient, type=kind, **fields))
+                continue
+            if rec.expires_at is not None:
+                fields.update(expires_at=None, dismissed=False, dismissed_at=None, dismissed_by=None)
+            if any(getattr(rec, f) != v for f, v in fields.items()):
+                for f, v in fields.items():
+                    setattr(rec, f, v)
+                to_update.append(rec)
+        for (patient_id, kind), rec in existing.items():
+            if patient_id == c.patient.pk and kind not in drafts and rec.expires_at is None:
+                rec.expires_at = now
+                to_update.append(rec)
+    Recommendation.objects.bulk_create(to_create)
+    for rec in to_update:
+        rec.updated_at = now
+    Recommendation.objects.bulk_update(to_update, RECOMMENDATION_FIELDS)
+
+
+RECOMMENDATION_FIELDS = [
+    "title",
+    "description",
+    "priority",
+    "reasoning",
+    "expires_at",
+    "dismissed",
+    "dismissed_at",
+    "dismissed_by",
+    "updated_at",
+]
+
+
+# ----- the specification's four operations ----------------------------------------------------------
+
+
+def compute_progress_summary(patient: Patient, *, summaries_limit: int = RECENT_SESSIONS) -> dict:
+    """Computes the summary and stores it as the patient's snapshot; returns it with the
+    `summaries_limit` most recent sessions."""
+    c = _compute(patient)
+    _store_summaries([c])
+    return {**c.summary.to_dict(), "recent_sessions": selectors.recent_sessions(patient, summaries_limit)}
+
+
+def detect_and_update_milestones(patient: Patient) -> tuple[list[Milestone], list[ProgressHighlight]]:
+    """Stores newly reached milestones (once, with one highlight each); returns all of the patient's
+    milestones and the new highlights."""
+    new_highlights = _store_new_milestones([_compute(patient)])
+    return list(Milestone.objects.filter(patient=patient).order_by("achieved_at", "pk")), new_highlights
+
+
+def generate_progress_insights(patient: Patient) -> list[Recommendation]:
+    """Refreshes the patient's recommendations and returns those that apply and were not dismissed."""
+    _refresh_recommendations([_compute(patient)])
+    return list(
+        Recommendation.objects.filter(patient=patient, dismissed=False, expires_at__isnull=True).order_by(
+            "priority", "type"
+        )
     )
 
 
@@ -161,23 +238,37 @@ def get_visualization_data(patient: Patient, *, days: int = 14) -> dict:
     return analytics.visualization_series(today, patient.tz_name, days, sessions, markers)
 
 
-def patient_recompute(patient_id: int) -> bool:
-    """Recomputes and stores everything for one patient. Idempotent; safe to run concurrently (a row lock
-    serialises runs for the same patient). Returns False when the patient no longer exists."""
+# ----- recompute --------------------------------------------------------------------------------------
+
+
+def patients_recompute(patient_ids) -> int:
+    """Recomputes and stores everything for these patients, in one transaction and a fixed number of
+    queries for the whole group. Idempotent; safe to run concurrently (the patients' rows are locked, in
+    id order, so runs for the same patient queue). Returns how many patients exist and were recomputed."""
     with transaction.atomic():
-        patient = Patient.objects.select_for_update(of=("self",)).select_related("clinic").filter(pk=patient_id).first()
-        if patient is None:
-            return False
+        patients = list(
+            Patient.objects.select_for_update(of=("self",))
+            .select_related("clinic")
+            .filter(pk__in=list(patient_ids))
+            .order_by("pk")
+        )
+        if not patients:
+            return 0
         # Stamped with the start time: data that arrives while we compute leaves the patient stale.
         started = timezone.now()
-        computation = _compute(patient)
-        compute_progress_summary(patient, computation=computation)
-        detect_and_update_milestones(patient, computation=computation)
-        generate_progress_insights(patient, computation=computation)
-        Patient.objects.filter(pk=patient.pk).update(analytics_computed_at=started)
-        transaction.on_commit(lambda: live.bump(patient_ids=[patient_id]))
-    logger.debug("analytics recomputed patient_id=%s", patient_id)
-    return True
+        computations = _compute_many(patients)
+        _store_summaries(computations)
+        _store_new_milestones(computations)
+        _refresh_recommendations(computations)
+        ids = [p.pk for p in patients]
+        Patient.objects.filter(pk__in=ids).update(analytics_computed_at=started)
+        transaction.on_commit(lambda: live.bump(patient_ids=ids))
+    return len(patients)
+
+
+def patient_recompute(patient_id: int) -> bool:
+    """Recomputes one patient (what the Celery task calls). False when the patient no longer exists."""
+    return patients_recompute([patient_id]) == 1
 
 
 # ----- reads --------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Reads for pages and the API. Every list costs a fixed number of queries, whatever its length."""
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -192,81 +192,137 @@ def milestone_rules_for(clinic: Clinic) -> tuple[analytics.MilestoneRule, ...]:
     return rules
 
 
-def _nth_moments(queryset, field: str, thresholds: tuple[int, ...], count: int) -> dict[int, datetime]:
-    """The moment of the N-th row (by `field`) for each threshold N reached, in one bounded query."""
-    reached = [n for n in thresholds if n <= count]
-    if not reached:
+def _nth_moments(queryset, field: str, thresholds) -> dict[int, datetime]:
+    """The moment of the N-th row (by `field`) for each threshold N, in one bounded query."""
+    if not thresholds:
         return {}
-    moments = list(queryset.order_by(field, "pk").values_list(field, flat=True)[: max(reached)])
-    return {n: moments[n - 1] for n in reached}
+    moments = list(queryset.order_by(field, "pk").values_list(field, flat=True)[: max(thresholds)])
+    return {n: moments[n - 1] for n in thresholds if n <= len(moments)}
 
 
-def patient_history(patient: Patient, rules, today: date | None = None) -> analytics.PatientHistory:
-    """Everything the rules need, aggregated in the database: a row per active day (not per session) and
-    counts per marker type. The cost does not grow with the number of sessions beyond the day count."""
-    tz_name = patient.tz_name
-    today = today or local_today(tz_name)
-    tzinfo = ZoneInfo(tz_name)
-    days = (
-        TherapySession.objects.filter(patient=patient)
-        .annotate(day=TruncDate("started_at", tzinfo=tzinfo))
-        .values("day")
-        .annotate(sessions=Count("id"), minutes=Sum("duration_minutes"), first=Min("started_at"))
-        .order_by("day")
+NTH_SOURCES = {
+    # family → (rows whose N-th moment crosses the threshold, time field, the history map it fills)
+    "sessions": (lambda pid: TherapySession.objects.filter(patient_id=pid), "started_at", "nth_session_started_at"),
+    "skills": (
+        lambda pid: ProgressMarker.objects.filter(patient_id=pid, type=MarkerType.SKILL_ACQUIRED),
+        "achieved_at",
+        "nth_skill_at",
+    ),
+    "breakthroughs": (
+        lambda pid: ProgressMarker.objects.filter(patient_id=pid, type=MarkerType.BREAKTHROUGH),
+        "achieved_at",
+        "nth_breakthrough_at",
+    ),
+}
+
+
+def stored_milestones(patient_ids) -> dict[int, dict[tuple[str, int], datetime]]:
+    """patient → {(family, threshold): achieved_at} of the milestones already stored."""
+    stored: dict[int, dict[tuple[str, int], datetime]] = defaultdict(dict)
+    rows = Milestone.objects.filter(patient_id__in=patient_ids).values_list(
+        "patient_id", "family", "threshold", "achieved_at"
     )
-    active_days = tuple(analytics.ActiveDay(d["day"], d["sessions"], d["minutes"] or 0.0, d["first"]) for d in days)
+    for patient_id, family, threshold, achieved_at in rows:
+        stored[patient_id][(family, threshold)] = achieved_at
+    return stored
+
+
+def patient_histories(
+    patients: list[Patient], stored: dict[int, dict] | None = None, today: date | None = None
+) -> dict[int, analytics.PatientHistory]:
+    """Everything the rules need for many patients, aggregated in the database: per time zone, one query
+    for the active days (a row per patient-day, not per session) and one for the marker counts of all
+    the patients at once. The moment a count milestone was crossed comes from the stored milestone when
+    there is one, so a query for it runs only in the recompute that first reaches it."""
+    stored = stored_milestones([p.pk for p in patients]) if stored is None else stored
+    by_zone: dict[str, list[Patient]] = defaultdict(list)
+    for patient in patients:
+        by_zone[patient.tz_name].append(patient)
+    histories = {}
+    for tz_name, group in by_zone.items():
+        histories.update(_zone_histories(tz_name, group, stored, today or local_today(tz_name)))
+    return histories
+
+
+def _zone_histories(tz_name: str, patients: list[Patient], stored, today: date) -> dict[int, analytics.PatientHistory]:
+    tzinfo = ZoneInfo(tz_name)
+    ids = [p.pk for p in patients]
+    days: dict[int, list[analytics.ActiveDay]] = defaultdict(list)
+    rows = (
+        TherapySession.objects.filter(patient_id__in=ids)
+        .annotate(day=TruncDate("started_at", tzinfo=tzinfo))
+        .values("patient_id", "day")
+        .annotate(sessions=Count("id"), minutes=Sum("duration_minutes"), first=Min("started_at"))
+        .order_by("patient_id", "day")
+        .values_list("patient_id", "day", "sessions", "minutes", "first")
+    )
+    for patient_id, day, sessions, minutes, first in rows:
+        days[patient_id].append(analytics.ActiveDay(day, sessions, minutes or 0.0, first))
 
     recent_start = local_midnight(today - timedelta(days=13), tz_name)
     week_start = local_midnight(today - timedelta(days=6), tz_name)
     end = local_midnight(today + timedelta(days=1), tz_name)
-    marker_rows = (
-        ProgressMarker.objects.filter(patient=patient)
-        .values("type")
+    marker_counts: dict[int, dict[str, int]] = defaultdict(dict)
+    recent: Counter[int] = Counter()
+    skills_week: Counter[int] = Counter()
+    rows = (
+        ProgressMarker.objects.filter(patient_id__in=ids)
+        .values("patient_id", "type")
         .annotate(
             total=Count("id"),
             recent=Count("id", filter=Q(achieved_at__gte=recent_start, achieved_at__lt=end)),
             week=Count("id", filter=Q(achieved_at__gte=week_start, achieved_at__lt=end)),
         )
         .order_by()
+        .values_list("patient_id", "type", "total", "recent", "week")
     )
-    marker_counts = {r["type"]: r["total"] for r in marker_rows}
-    markers_recent = sum(r["recent"] for r in marker_rows)
-    skills_week = next((r["week"] for r in marker_rows if r["type"] == MarkerType.SKILL_ACQUIRED), 0)
+    for patient_id, kind, total, recent_n, week_n in rows:
+        marker_counts[patient_id][kind] = total
+        recent[patient_id] += recent_n
+        if kind == MarkerType.SKILL_ACQUIRED:
+            skills_week[patient_id] = week_n
 
-    approaches: Counter[str] = Counter()
-    if skills_week >= 3:  # only the insight that needs them reads the approaches
-        for session_approaches in ProgressMarker.objects.filter(
-            patient=patient, type=MarkerType.SKILL_ACQUIRED, achieved_at__gte=week_start, achieved_at__lt=end
-        ).values_list("session__approaches", flat=True):
-            approaches.update(a for a in (session_approaches or []) if isinstance(a, str))
+    # Only the insight for 3+ skills in a week reads the approaches of those skills' sessions.
+    approaches: dict[int, Counter[str]] = defaultdict(Counter)
+    practising = [pid for pid in ids if skills_week[pid] >= 3]
+    if practising:
+        rows = ProgressMarker.objects.filter(
+            patient_id__in=practising, type=MarkerType.SKILL_ACQUIRED, achieved_at__gte=week_start, achieved_at__lt=end
+        ).values_list("patient_id", "session__approaches")
+        for patient_id, session_approaches in rows:
+            approaches[patient_id].update(a for a in (session_approaches or []) if isinstance(a, str))
 
-    total_sessions = sum(d.sessions for d in active_days)
-    skills = ProgressMarker.objects.filter(patient=patient, type=MarkerType.SKILL_ACQUIRED)
-    breakthroughs = ProgressMarker.objects.filter(patient=patient, type=MarkerType.BREAKTHROUGH)
-    return analytics.PatientHistory(
-        today=today,
-        timezone=tz_name,
-        active_days=active_days,
-        marker_counts=marker_counts,
-        markers_recent=markers_recent,
-        skills_last_7_days=skills_week,
-        approaches_last_7_days=dict(approaches),
-        nth_session_started_at=_nth_moments(
-            TherapySession.objects.filter(patient=patient),
-            "started_at",
-            analytics.thresholds_for(rules, "sessions"),
-            total_sessions,
-        ),
-        nth_skill_at=_nth_moments(
-            skills, "achieved_at", analytics.thresholds_for(rules, "skills"), marker_counts.get("skill_acquired", 0)
-        ),
-        nth_breakthrough_at=_nth_moments(
-            breakthroughs,
-            "achieved_at",
-            analytics.thresholds_for(rules, "breakthroughs"),
-            marker_counts.get("breakthrough", 0),
-        ),
-    )
+    histories = {}
+    for patient in patients:
+        pid = patient.pk
+        counts = {
+            "sessions": sum(d.sessions for d in days[pid]),
+            "skills": marker_counts[pid].get(MarkerType.SKILL_ACQUIRED, 0),
+            "breakthroughs": marker_counts[pid].get(MarkerType.BREAKTHROUGH, 0),
+        }
+        nth = {}
+        for family, (rows_of, field, name) in NTH_SOURCES.items():
+            reached = [
+                n for n in analytics.thresholds_for(milestone_rules_for(patient.clinic), family) if n <= counts[family]
+            ]
+            known = {n: stored[pid][(family, n)] for n in reached if (family, n) in stored[pid]}
+            missing = [n for n in reached if n not in known]
+            nth[name] = {**known, **_nth_moments(rows_of(pid), field, missing)}
+        histories[pid] = analytics.PatientHistory(
+            today=today,
+            timezone=tz_name,
+            active_days=tuple(days[pid]),
+            marker_counts=marker_counts[pid],
+            markers_recent=recent[pid],
+            skills_last_7_days=skills_week[pid],
+            approaches_last_7_days=dict(approaches[pid]),
+            **nth,
+        )
+    return histories
+
+
+def patient_history(patient: Patient, today: date | None = None) -> analytics.PatientHistory:
+    return patient_histories([patient], today=today)[patient.pk]
 
 
 def activity_by_day(patient: Patient, days: int, today: date | None = None):

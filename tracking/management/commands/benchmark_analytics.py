@@ -25,12 +25,14 @@ def _percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+CHUNK = 200  # patients per recompute (one transaction, a fixed number of queries)
+
+
 def _recompute_chunk(ids: list[int]) -> int:
     connections.close_all()  # each process opens its own connection
-    for patient_id in ids:
-        progress.patient_recompute(patient_id)
+    done = sum(progress.patients_recompute(ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK))
     connections.close_all()
-    return len(ids)
+    return done
 
 
 class Command(BaseCommand):

@@ -2,7 +2,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tracking.management.commands._base import clinic_by_slug
 from tracking.models import Patient
-from tracking.progress import patient_recompute
+from tracking.progress import patients_recompute
+
+CHUNK = 200  # patients per transaction
 
 
 class Command(BaseCommand):
@@ -29,8 +31,8 @@ class Command(BaseCommand):
         elif not all:
             patients = patients.stale_analytics()
         ids = list(patients.order_by("pk").values_list("pk", flat=True))
-        for n, patient_id in enumerate(ids, start=1):
-            patient_recompute(patient_id)
-            if n % 500 == 0:
-                self.stderr.write(f"{n}/{len(ids)} patients")
+        for start in range(0, len(ids), CHUNK):
+            patients_recompute(ids[start : start + CHUNK])
+            if len(ids) > CHUNK:
+                self.stderr.write(f"{min(start + CHUNK, len(ids))}/{len(ids)} patients")
         self.stdout.write(self.style.SUCCESS(f"Recomputed analytics of {len(ids)} patient(s)."))
