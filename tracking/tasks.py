@@ -18,6 +18,7 @@ from tracking.models import Patient, WebhookDelivery
 logger = logging.getLogger(__name__)
 
 DEBOUNCE_KEY = "analytics-queued:{}"
+GROUP_SIZE = 200  # patients per group recompute
 
 
 def enqueue(task, *args, countdown: float = 0) -> bool:
@@ -58,8 +59,15 @@ def reconcile_analytics(limit: int = 5000) -> int:
     earlier local day (streaks and risk move with the calendar)."""
     ids = list(Patient.objects.stale_analytics().values_list("pk", flat=True)[:limit])
     ids += selectors.patients_with_outdated_summary(limit=max(0, limit - len(ids)))
-    schedule_recompute(ids, delay=0)
+    for start in range(0, len(ids), GROUP_SIZE):
+        enqueue(recompute_patient_group, ids[start : start + GROUP_SIZE])
     return len(ids)
+
+
+@shared_task(time_limit=120, soft_time_limit=100)
+def recompute_patient_group(patient_ids: list[int]) -> int:
+    """Many patients in one transaction and a fixed number of queries (what the reconciler sends)."""
+    return progress.patients_recompute(patient_ids)
 
 
 @shared_task(time_limit=30, soft_time_limit=25)
