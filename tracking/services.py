@@ -137,6 +137,16 @@ def patients_get_or_create_locked(clinic: Clinic, player_ids: set[str]) -> dict[
     return {p.player_id: p for p in patients}
 
 
+def _update_if_changed(stored, values: dict) -> bool:
+    """Writes `values` onto a stored row when any of them differs; True when it did."""
+    if all(getattr(stored, f) == v for f, v in values.items()):
+        return False
+    for f, v in values.items():
+        setattr(stored, f, v)
+    stored.save()
+    return True
+
+
 def _upsert_sessions(clinic, items, patients, result, errors) -> None:
     existing = {
         s.session_id: s
@@ -154,10 +164,7 @@ def _upsert_sessions(clinic, items, patients, result, errors) -> None:
             errors.append(
                 item_error("sessions", item, "session_id", "player_id", "This session belongs to another player.")
             )
-        elif any(getattr(stored, f) != v for f, v in values.items()):
-            for f, v in values.items():
-                setattr(stored, f, v)
-            stored.save()
+        elif _update_if_changed(stored, values):
             counts.updated += 1
         else:
             counts.unchanged += 1
@@ -203,10 +210,7 @@ def _upsert_markers(clinic, items, patients, result, errors) -> None:
                 item_error("markers", item, "marker_id", "session_id", "This marker was recorded for another session.")
             )
             continue
-        elif any(getattr(stored, f) != v for f, v in values.items()):
-            for f, v in values.items():
-                setattr(stored, f, v)
-            stored.save()
+        elif _update_if_changed(stored, values):
             counts.updated += 1
         else:
             counts.unchanged += 1
