@@ -11,7 +11,15 @@ from django.utils import timezone
 from tests.factories import ProgressMarkerFactory, TherapySessionFactory
 from tests.test_ingest import post
 from tracking import progress, selectors
-from tracking.models import Milestone, Patient, ProgressHighlight, ProgressSummary, Recommendation, TherapySession
+from tracking.models import (
+    ClinicMilestoneRule,
+    Milestone,
+    Patient,
+    ProgressHighlight,
+    ProgressSummary,
+    Recommendation,
+    TherapySession,
+)
 from tracking.services import recommendation_dismiss
 from tracking.signals import milestone_achieved
 
@@ -289,3 +297,12 @@ def test_a_group_recompute_costs_the_same_queries_for_3_and_30_patients(clinic, 
     with CaptureQueriesContext(connection) as large:
         progress.patients_recompute(many)
     assert len(small.captured_queries) == len(large.captured_queries)
+
+
+def test_a_clinics_own_milestone_rules_apply_at_the_next_recompute(patient_a):
+    sessions_on(patient_a, [2, 1, 0])
+    progress.patient_recompute(patient_a.pk)
+    assert not Milestone.objects.filter(patient=patient_a).exists()
+    ClinicMilestoneRule.objects.create(clinic=patient_a.clinic, family="sessions", threshold=3, title="Three sessions")
+    progress.patient_recompute(patient_a.pk)
+    assert list(Milestone.objects.filter(patient=patient_a).values_list("title", flat=True)) == ["Three sessions"]

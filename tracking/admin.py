@@ -1,6 +1,18 @@
 from django.contrib import admin
 
-from tracking.models import CareAssignment, Clinic, IngestToken, Membership, Patient, ProgressMarker, TherapySession
+from tracking.models import (
+    CareAssignment,
+    Clinic,
+    ClinicMilestoneRule,
+    IngestToken,
+    Membership,
+    Milestone,
+    Patient,
+    ProgressMarker,
+    Recommendation,
+    TherapySession,
+    WebhookDelivery,
+)
 
 
 @admin.register(Clinic)
@@ -59,6 +71,44 @@ class IngestTokenAdmin(admin.ModelAdmin):
     list_filter = ("clinic",)
     readonly_fields = ("prefix", "created_at", "last_used_at")
     fields = ("clinic", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(ClinicMilestoneRule)
+class ClinicMilestoneRuleAdmin(admin.ModelAdmin):
+    """A clinic's own milestone thresholds and titles; a clinic without any uses the defaults."""
+
+    list_display = ("clinic", "family", "threshold", "title")
+    list_filter = ("clinic", "family")
+
+
+@admin.register(Milestone)
+class MilestoneAdmin(admin.ModelAdmin):
+    list_display = ("patient", "title", "achieved_at")
+    list_filter = ("family",)
+    search_fields = ("patient__player_id",)
+    raw_id_fields = ("patient",)
+    list_select_related = ("patient",)
+
+
+@admin.register(Recommendation)
+class RecommendationAdmin(admin.ModelAdmin):
+    list_display = ("patient", "title", "priority", "dismissed", "expires_at", "updated_at")
+    list_filter = ("type", "dismissed")
+    search_fields = ("patient__player_id",)
+    raw_id_fields = ("patient", "dismissed_by")
+    list_select_related = ("patient",)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The delivery log of celebration webhooks."""
+
+    list_display = ("created_at", "clinic", "event", "status", "attempts", "last_status_code", "delivered_at")
+    list_filter = ("status", "clinic")
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -3,6 +3,7 @@
 import zoneinfo
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -239,6 +240,20 @@ class ClinicMilestoneRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.clinic.slug}: {self.title}"
+
+    # An edit takes effect at the next recompute: the clinic's cached rules are forgotten.
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        cache.delete(self.cache_key(self.clinic_id))
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        cache.delete(self.cache_key(self.clinic_id))
+        return result
+
+    @staticmethod
+    def cache_key(clinic_id: int) -> str:
+        return f"milestone-rules:{clinic_id}"
 
 
 class Milestone(models.Model):

@@ -181,7 +181,7 @@ def local_midnight(day: date, tz_name: str) -> datetime:
 
 def milestone_rules_for(clinic: Clinic) -> tuple[analytics.MilestoneRule, ...]:
     """The clinic's own milestone rules, or the defaults when it has none."""
-    key = f"milestone-rules:{clinic.pk}"
+    key = ClinicMilestoneRule.cache_key(clinic.pk)
     rules = cache.get(key)
     if rules is None:
         rows = ClinicMilestoneRule.objects.filter(clinic=clinic).values_list(

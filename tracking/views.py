@@ -70,8 +70,10 @@ def _event_stream_response(request, patient_id: int | None) -> StreamingHttpResp
         clinic_ids=[c for c, r in access.roles_of(request.user).items() if r == Role.THERAPIST],
         session_expires_at=request.session.get_expiry_date(),
     )
-    # The stream reads only the cache: give the database connection back rather than hold it for a minute.
-    connection.close()
+    # The stream reads only the cache: give the database connection back rather than hold it for a minute
+    # (not inside a transaction, which only a test wraps a request in).
+    if not connection.in_atomic_block:
+        connection.close()
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # let a reverse proxy pass events through at once

@@ -1,0 +1,79 @@
+"""The operator commands (DESIGN §6): they work, and bad input is a clear error with a non-zero exit."""
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from tests.factories import PatientFactory, TherapySessionFactory
+from tracking.models import CareAssignment, Clinic, IngestToken, Membership, Patient, ProgressSummary
+from tracking.services import hash_token
+
+
+def run(*args, **kwargs) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO(), **kwargs)
+    return out.getvalue()
+
+
+def test_provisioning_a_clinic_end_to_end(db, monkeypatch):
+    assert "Created clinic north" in run("create_clinic", "north", name="North Clinic", timezone="Europe/London")
+    monkeypatch.setenv("NEW_USER_PASSWORD", "a-long-enough-passphrase")
+    run("create_user", "anna", clinic="north", role="therapist")
+    user = get_user_model().objects.get(username="anna")
+    assert user.check_password("a-long-enough-passphrase")
+    assert Membership.objects.get(user=user).role == "therapist"
+    patient = PatientFactory(clinic=Clinic.objects.get(slug="north"), player_id="player-7")
+    run("assign_patient", "player-7", "anna", clinic="north")
+    assert CareAssignment.objects.filter(patient=patient, therapist=user).exists()
+    token = run("create_ingest_token", clinic="north", name="game").strip()
+    stored = IngestToken.objects.get(name="game")
+    assert stored.token_hash == hash_token(token) and token not in (stored.token_hash, stored.prefix)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        (("create_clinic", "north"), {"name": "Again"}, "already exists"),
+        (("create_clinic", "south"), {"name": "South", "timezone": "Mars/Olympus"}, "Unknown time zone"),
+        (("create_user", "bob"), {"clinic": "nowhere", "role": "therapist"}, "No clinic with slug 'nowhere'"),
+        (("create_user", "anna"), {"clinic": "north", "role": "therapist"}, "already exists"),
+        (("assign_patient", "ghost", "anna"), {"clinic": "north"}, "No patient 'ghost'"),
+        (("assign_patient", "p-1", "nobody"), {"clinic": "north"}, "not a member"),
+        (("assign_patient", "p-1", "audrey"), {"clinic": "north"}, "only therapists"),
+        (("create_ingest_token",), {"clinic": "nowhere", "name": "x"}, "No clinic"),
+        (("recompute_analytics",), {"clinic": "north", "patient": "ghost"}, "No patient 'ghost'"),
+        (("recompute_analytics",), {"patient": "p-1"}, "needs --clinic"),
+    ],
+)
+def test_bad_input_is_a_clear_error(db, monkeypatch, args, kwargs, message):
+    call_command("create_clinic", "north", name="North", stdout=io.StringIO())
+    monkeypatch.setenv("NEW_USER_PASSWORD", "a-long-enough-passphrase")
+    call_command("create_user", "anna", clinic="north", role="therapist", stdout=io.StringIO())
+    call_command("create_user", "audrey", clinic="north", role="auditor", stdout=io.StringIO())
+    PatientFactory(clinic=Clinic.objects.get(slug="north"), player_id="p-1")
+    with pytest.raises(CommandError, match=message):
+        call_command(*args, **kwargs, stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_create_user_rejects_a_weak_password(db, monkeypatch):
+    call_command("create_clinic", "north", name="North", stdout=io.StringIO())
+    monkeypatch.setenv("NEW_USER_PASSWORD", "short")
+    with pytest.raises(CommandError, match="Password rejected"):
+        call_command("create_user", "anna", clinic="north", role="therapist", stdout=io.StringIO())
+    assert not get_user_model().objects.filter(username="anna").exists()
+
+
+def test_recompute_analytics_only_stale_patients_unless_all(clinic):
+    fresh, stale = PatientFactory(clinic=clinic), PatientFactory(clinic=clinic)
+    for patient in (fresh, stale):
+        TherapySessionFactory(patient=patient)
+    Patient.objects.update(data_changed_at="2026-01-01T00:00:00Z")
+    assert "of 2 patient(s)" in run("recompute_analytics", clinic=clinic.slug)
+    assert ProgressSummary.objects.count() == 2
+    assert "of 0 patient(s)" in run("recompute_analytics")
+    Patient.objects.filter(pk=stale.pk).update(data_changed_at="2999-01-01T00:00:00Z")
+    assert "of 1 patient(s)" in run("recompute_analytics")
+    assert "of 2 patient(s)" in run("recompute_analytics", all=True)
