@@ -10,6 +10,10 @@ urlpatterns = [
     path("", views.home, name="caseload"),
     path("caseload/search", views.caseload_search, name="caseload-search"),
     path("patients/<str:player_id>/", views.patient_detail, name="patient"),
+    path(
+        "patients/<str:player_id>/alerts/<int:alert_id>/acknowledge", views.alert_acknowledge, name="alert-acknowledge"
+    ),
+    path("patients/<str:player_id>/risk-flag/clear", views.risk_flag_clear, name="risk-flag-clear"),
     path("patients/<str:player_id>/live", views.patient_live, name="patient-live"),
     path("patients/<str:player_id>/live.json", views.patient_live_data, name="patient-live-data"),
     path("live/events", views.live_events, name="live-events"),

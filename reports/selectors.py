@@ -27,7 +27,7 @@ ENGAGEMENT_KEYS = ("sessions", "minutes", "skills_acquired", "breakthroughs", "m
 
 
 def alerts_for_patient(patient: Patient) -> QuerySet[Alert]:
-    return Alert.objects.filter(patient=patient).order_by("-occurred_at", "-pk")
+    return Alert.objects.filter(patient=patient).select_related("acknowledged_by").order_by("-occurred_at", "-pk")
 
 
 # ----- the period of a report ---------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Writes for questionnaire answers and alerts."""
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from reports.instruments import PHQ9, get_instrument
 from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
+from tracking import live
 from tracking.models import Clinic, Patient
 from tracking.services import IngestRejected, IngestResult, patients_get_or_create_locked
 from tracking.services import item_error as _error
@@ -153,3 +155,31 @@ def outcomes_import(*, clinic: Clinic, items: list[dict]) -> IngestResult:
         # As ingest does: the patient's stored analytics are stale from this transaction on.
         Patient.objects.filter(pk__in=result.changed_patient_ids).update(data_changed_at=timezone.now())
     return result
+
+
+def alert_acknowledge(*, alert: Alert, user, note: str = "") -> Alert:
+    """A therapist has seen the alert and acted on it. Idempotent: a second acknowledgement changes nothing."""
+    if alert.acknowledged_at is None:
+        alert.acknowledged_by = user
+        alert.acknowledged_at = timezone.now()
+        alert.note = note.strip()
+        alert.save(update_fields=["acknowledged_by", "acknowledged_at", "note"])
+        clinic_id = alert.clinic_id
+        transaction.on_commit(lambda: live.bump(alert_clinic_ids=[clinic_id]))
+    return alert
+
+
+def patient_clear_risk_flag(*, patient: Patient, user, note: str) -> Patient:
+    """Only a therapist clears a risk flag, and only with a note saying why."""
+    note = note.strip()
+    if not note:
+        raise ValidationError({"note": "Say why the risk flag can be cleared."})
+    if patient.risk_flag:
+        patient.risk_flag = False
+        patient.risk_flag_cleared_at = timezone.now()
+        patient.risk_flag_cleared_by = user
+        patient.risk_flag_clear_note = note
+        patient.save(
+            update_fields=["risk_flag", "risk_flag_cleared_at", "risk_flag_cleared_by", "risk_flag_clear_note"]
+        )
+    return patient

@@ -22,6 +22,16 @@ MATRIX = {
         "/patients/p-a1/recommendations/999999/dismiss",
         [302, 404, 404, 403, 403, 404],
     ),
+    "patients/<str:player_id>/alerts/<int:alert_id>/acknowledge": (
+        "POST",
+        "/patients/p-a1/alerts/999999/acknowledge",
+        [302, 404, 404, 403, 403, 404],
+    ),
+    "patients/<str:player_id>/risk-flag/clear": (
+        "POST",
+        "/patients/p-a1/risk-flag/clear",
+        [302, 302, 404, 403, 403, 404],
+    ),
     "live/events": ("GET", "/live/events", THERAPISTS_ONLY),
     "live/inbox.json": ("GET", "/live/inbox.json", THERAPISTS_ONLY),
     "login/": ("GET", "/login/", [200, 302, 302, 302, 302, 302]),

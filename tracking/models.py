@@ -75,6 +75,12 @@ class Patient(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     risk_flag = models.BooleanField(default=False)
     risk_flag_raised_at = models.DateTimeField(null=True, blank=True)
+    # The flag is cleared only by a therapist, with a note (DESIGN §7); the last clearing is kept.
+    risk_flag_cleared_at = models.DateTimeField(null=True, blank=True)
+    risk_flag_cleared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    risk_flag_clear_note = models.TextField(blank=True)
     # Freshness of the stored analytics: ingest sets data_changed_at in its own transaction; the
     # recompute stamps analytics_computed_at. A patient is stale while changed > computed.
     data_changed_at = models.DateTimeField(null=True, blank=True)

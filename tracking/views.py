@@ -2,6 +2,7 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import JsonResponse, StreamingHttpResponse
@@ -9,6 +10,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from reports import services as report_services
+from reports.models import Alert
 from tracking import access, live, progress, selectors, services
 from tracking.middleware import passive_session
 from tracking.models import Recommendation, Role
@@ -104,3 +107,24 @@ def patient_live_data(request, player_id: str):
 def live_inbox(request):
     access.require_role(request.user, [Role.THERAPIST])
     return JsonResponse(selectors.alert_inbox(request.user))
+
+
+@require_POST
+def alert_acknowledge(request, player_id: str, alert_id: int):
+    patient = access.patient_for_user(request.user, player_id)
+    alert = get_object_or_404(Alert, pk=alert_id, patient=patient)
+    report_services.alert_acknowledge(alert=alert, user=request.user, note=request.POST.get("note", "")[:2000])
+    messages.success(request, "Alert acknowledged.")
+    return redirect(reverse("patient", args=[player_id]) + "#alerts")
+
+
+@require_POST
+def risk_flag_clear(request, player_id: str):
+    patient = access.patient_for_user(request.user, player_id)
+    try:
+        report_services.patient_clear_risk_flag(patient=patient, user=request.user, note=request.POST.get("note", ""))
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, "Risk flag cleared.")
+    return redirect(reverse("patient", args=[player_id]))
