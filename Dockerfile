@@ -13,4 +13,4 @@ RUN DJANGO_ENV=production SECRET_KEY=build-only python manage.py collectstatic -
 USER app
 
 EXPOSE 8000
-CMD ["gunicorn", "progress_site.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "30", "--access-logfile", "-"]
+CMD ["gunicorn", "progress_site.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--worker-class", "gthread", "--threads", "16", "--timeout", "30", "--access-logfile", "-"]
