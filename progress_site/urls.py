@@ -32,3 +32,7 @@ urlpatterns = [
     path("", include("reports.urls")),
     path("api/schema/", login_not_required(SpectacularAPIView.as_view()), name="api-schema"),
 ]
+
+handler404 = "tracking.views.not_found"
+handler403 = "tracking.views.permission_denied"
+handler500 = "tracking.views.server_error"

@@ -100,3 +100,13 @@ def test_caseload_lists_exactly_the_therapists_patients(personas, patients_a, pa
     for patient in patients_a:
         assert f'data-player-id="{patient.player_id}"' in html
     assert patient_b.player_id not in html and foreign_patient.player_id not in html
+
+
+def test_unknown_urls_answer_json_under_api_and_a_page_elsewhere(personas):
+    client = personas["therapist_a"]
+    api = client.get("/api/v1/patients/p-a1/highlights/not-a-number/celebrated")
+    assert api.status_code == 404 and api.json() == {"detail": "Not found."}
+    page = client.get("/no-such-page/")
+    assert page.status_code == 404 and "Back to the dashboard" in page.content.decode()
+    denied = personas["auditor"].get("/patients/p-a1/")
+    assert denied.status_code == 403 and "Not allowed" in denied.content.decode()

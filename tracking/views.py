@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -128,3 +128,28 @@ def risk_flag_clear(request, player_id: str):
     else:
         messages.success(request, "Risk flag cleared.")
     return redirect(reverse("patient", args=[player_id]))
+
+
+# ----- error pages: JSON under /api/, a calm page elsewhere; never any detail of the request ----------
+
+
+def _error(request, status: int, title: str, message: str):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=status)
+    return render(request, "error.html", {"title": title, "message": message}, status=status)
+
+
+def not_found(request, exception=None):
+    return _error(request, 404, "Not found", "Not found.")
+
+
+def permission_denied(request, exception=None):
+    return _error(request, 403, "Not allowed", "Your role does not give access to this page.")
+
+
+def server_error(request):
+    # No template and no database: this page must render even when those are what failed.
+    message = "Something went wrong on our side; it has been logged."
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=500)
+    return HttpResponse(f"<!doctype html><title>Error</title><h1>Something went wrong</h1><p>{message}</p>", status=500)
