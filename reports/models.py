@@ -4,15 +4,13 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from reports.instruments import GAD7, INSTRUMENTS, MAX_ITEMS, PHQ9
+from reports.instruments import INSTRUMENTS, MAX_ITEMS
 from tracking.models import Clinic, Patient
 
 ITEM_FIELDS = [f"item_{n}" for n in range(1, MAX_ITEMS + 1)]
 
 
-class Instrument(models.TextChoices):
-    PHQ9 = "phq9", "PHQ-9"
-    GAD7 = "gad7", "GAD-7"
+INSTRUMENT_CHOICES = [(i.code, i.name) for i in INSTRUMENTS.values()]
 
 
 def _items_sum(count: int):
@@ -34,7 +32,7 @@ def _response_constraints() -> list[models.BaseConstraint]:
                 name=f"response_{field}_0_3",
             )
         )
-    for instrument in (PHQ9, GAD7):
+    for instrument in INSTRUMENTS.values():
         n = instrument.item_count
         all_null = Q(**{f"item_{i}__isnull": True for i in range(1, MAX_ITEMS + 1)})
         complete = Q(**{f"item_{i}__isnull": False for i in range(1, n + 1)}) & Q(
@@ -60,7 +58,7 @@ class OutcomeResponse(models.Model):
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="+")
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="outcome_responses")
     response_id = models.CharField(max_length=128)
-    instrument = models.CharField(max_length=8, choices=Instrument.choices)
+    instrument = models.CharField(max_length=8, choices=INSTRUMENT_CHOICES)
     administered_at = models.DateTimeField()
     total = models.PositiveSmallIntegerField()
     item_1 = models.PositiveSmallIntegerField(null=True, blank=True)

@@ -77,3 +77,14 @@ def test_recompute_analytics_only_stale_patients_unless_all(clinic):
     Patient.objects.filter(pk=stale.pk).update(data_changed_at="2999-01-01T00:00:00Z")
     assert "of 1 patient(s)" in run("recompute_analytics")
     assert "of 2 patient(s)" in run("recompute_analytics", all=True)
+
+
+def test_revoke_ingest_token(clinic):
+    token = run("create_ingest_token", clinic=clinic.slug, name="game").strip()
+    run("create_ingest_token", clinic=clinic.slug, name="game")  # a second one of the same name
+    with pytest.raises(CommandError, match="2 active tokens match"):
+        call_command("revoke_ingest_token", clinic=clinic.slug, name="game", stdout=io.StringIO())
+    assert "Revoked token 'game'" in run("revoke_ingest_token", clinic=clinic.slug, prefix=token[:10])
+    assert IngestToken.objects.get(token_hash=hash_token(token)).revoked_at is not None
+    with pytest.raises(CommandError, match="No active token"):
+        call_command("revoke_ingest_token", clinic=clinic.slug, prefix=token[:10], stdout=io.StringIO())
