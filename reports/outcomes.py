@@ -84,7 +84,7 @@ class Score:
             object.__setattr__(self, "items", tuple(self.items))
 
 
-def _sort_key(score: Score) -> tuple[datetime, str, int]:
+def administration_order(score: Score) -> tuple[datetime, str, int]:
     # Administration time first; equal times are ordered by response_id, then total, so the choice of
     # first and last never depends on the order the scores arrive in.
     return (score.administered_at, score.response_id, score.total)
@@ -104,7 +104,7 @@ def _validated(instrument: Instrument, scores: Iterable[Score]) -> list[Score]:
             details = "; ".join(f"{field}: {reason}" for field, reason in errors.items())
             raise ValueError(f"{label}: {details}")
         result.append(score)
-    result.sort(key=_sort_key)
+    result.sort(key=administration_order)
     return result
 
 

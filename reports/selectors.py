@@ -18,7 +18,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from reports.instruments import GAD7, PHQ9, get_instrument
 from reports.models import ITEM_FIELDS, Alert, OutcomeResponse
-from reports.outcomes import Score, _sort_key, classify_patient, cohort_summary
+from reports.outcomes import Score, administration_order, classify_patient, cohort_summary
 from tracking.access import caseload_for_user
 from tracking.models import Clinic, MarkerType, Milestone, Patient, ProgressMarker, TherapySession
 
@@ -109,7 +109,7 @@ def scores_by_patient(
     for response in _responses(patient_ids, period, clinics):
         result[response.patient_id].append(_score(response))
     for scores in result.values():
-        scores.sort(key=_sort_key)
+        scores.sort(key=administration_order)
     return dict(result)
 
 
