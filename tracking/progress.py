@@ -340,11 +340,21 @@ def patient_viz_read(patient: Patient, days: int) -> dict:
     return data
 
 
+def patient_cards_read(patient: Patient) -> dict:
+    """What the summary cards show (from the cached read model)."""
+    summary = patient_progress_read(patient, "progress")
+    return {
+        "progress": summary,
+        "milestones": patient_progress_read(patient, "milestones"),
+        "dropout": selectors.dropout_cell(summary["dropout_risk_score"]),
+    }
+
+
 def patient_page_read(patient: Patient) -> dict:
     """Everything the patient page shows, from the stored analytics and a few bounded reads."""
     from reports import selectors as report_selectors
 
-    summary = patient_progress_read(patient, "progress")
+    cards = patient_cards_read(patient)
     viz = patient_viz_read(patient, 90)
     series = viz["series"]
     activity_rows = list(
@@ -358,12 +368,10 @@ def patient_page_read(patient: Patient) -> dict:
         )
     )[::-1]
     return {
+        **cards,
         "patient": patient,
-        "progress": summary,
-        "dropout": selectors.dropout_cell(summary["dropout_risk_score"]),
         "period_choices": (14, 30, 90),
         "activity_rows": activity_rows,
-        "milestones": patient_progress_read(patient, "milestones"),
         "recommendations": patient_progress_read(patient, "insights")["recommendations"],
         "viz": viz,
         "markers": selectors.markers_timeline(patient, days=90),

@@ -7,6 +7,7 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
@@ -98,9 +99,11 @@ def patient_live(request, player_id: str):
 
 @passive_session
 def patient_live_data(request, player_id: str):
-    """What an open patient page redraws when its data changed."""
+    """What an open patient page redraws when its data changed: the activity series and the cards."""
     patient = access.patient_for_user(request.user, player_id)
-    return JsonResponse({"viz": progress.patient_viz_read(patient, 90)})
+    context = progress.patient_cards_read(patient)
+    cards = render_to_string("tracking/_summary_cards.html", context, request=request)
+    return JsonResponse({"viz": progress.patient_viz_read(patient, 90), "cards_html": cards})
 
 
 @passive_session

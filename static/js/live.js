@@ -34,6 +34,8 @@
         document.getElementById(chart.getAttribute("data-chart-data")).textContent = JSON.stringify(data.viz);
         window.ProgressCharts.draw(chart);
       }
+      var cards = document.getElementById("summary-cards");
+      if (cards && data.cards_html) cards.innerHTML = data.cards_html;  // server-rendered, escaped
       setStatus("Live updates on · new activity received " + new Date().toLocaleTimeString());
     }).catch(function () {
       setStatus("Live updates paused: reload the page to see new data.");

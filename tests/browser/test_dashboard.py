@@ -132,6 +132,8 @@ def test_patient_page_charts_recommendations_and_live_update(page, live_server, 
         arg=before + 3,
         timeout=2000,
     )
+    # ... and the summary cards are recomputed and swapped in too.
+    page.wait_for_selector("#summary-cards :text('23 sessions')", timeout=2000)
     assert page.console_errors == []
 
 
