@@ -1,10 +1,12 @@
 """Writes for questionnaire answers and alerts."""
 
+from datetime import date, datetime
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from reports.instruments import PHQ9, get_instrument
+from reports.instruments import INSTRUMENTS, PHQ9, get_instrument
 from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
 from tracking import live
 from tracking.models import Clinic, Patient
@@ -61,6 +63,7 @@ def outcomes_ingest(*, clinic: Clinic, items: list[dict], patients: dict[str, Pa
         for r in OutcomeResponse.objects.filter(clinic=clinic, response_id__in=[i["response_id"] for i in items])
     }
     counts = result.counts["outcomes"]
+    answered: dict[int, Patient] = {}  # patients with a new response
     for item in items:
         patient = patients[item["player_id"]]
         stored = existing.get(item["response_id"])
@@ -96,9 +99,11 @@ def outcomes_ingest(*, clinic: Clinic, items: list[dict], patients: dict[str, Pa
         )
         counts.created += 1
         result.changed_patient_ids.add(patient.pk)
+        answered.setdefault(patient.pk, patient)
         alert = risk_item_alert(response, patient)
         if alert is not None:
             result.new_alert_ids.append(alert.pk)
+    result.new_alert_ids += [a.pk for a in deterioration_alerts(patients=list(answered.values()))]
 
 
 def alerts_ingest(*, clinic: Clinic, items: list[dict], patients: dict[str, Patient], result, errors: list) -> None:
@@ -183,3 +188,70 @@ def patient_clear_risk_flag(*, patient: Patient, user, note: str) -> Patient:
             update_fields=["risk_flag", "risk_flag_cleared_at", "risk_flag_cleared_by", "risk_flag_clear_note"]
         )
     return patient
+
+
+def deterioration_alerts(*, patients: list[Patient]) -> list[Alert]:
+    """A measure whose latest score is reliably worse than the first (DESIGN §5) raises a high alert
+    (DESIGN §7), one per patient while an earlier one is still open. Per measure, so that a patient who
+    answers only one questionnaire is not missed."""
+    from reports.outcomes import classify_measure
+    from reports.selectors import scores_by_patient
+
+    if not patients:
+        return []
+    scores = scores_by_patient([p.pk for p in patients])
+    already_open = set(
+        Alert.objects.filter(
+            patient__in=patients, kind=AlertKind.RELIABLE_DETERIORATION, acknowledged_at__isnull=True
+        ).values_list("patient_id", flat=True)
+    )
+    raised = []
+    for patient in patients:
+        if patient.pk in already_open:
+            continue
+        for instrument in INSTRUMENTS.values():
+            own = [s for s in scores.get(patient.pk, []) if s.instrument == instrument.code]
+            measure = classify_measure(instrument, own)
+            if measure["reliable_deterioration"]:
+                reason = (
+                    f"{instrument.name} rose from {measure['first']} to {measure['last']}: a reliable deterioration "
+                    f"({instrument.reliable_change} or more points)."
+                )
+                raised.append(
+                    alert_raise(
+                        patient=patient,
+                        kind=AlertKind.RELIABLE_DETERIORATION,
+                        severity=AlertSeverity.HIGH,
+                        reason=reason,
+                        occurred_at=own[-1].administered_at,
+                    )
+                )
+                break
+    return raised
+
+
+def disengagement_alerts(*, disengaged: dict[int, tuple[date, datetime]], patients: dict[int, Patient]) -> list[Alert]:
+    """Patients with no active day for 14 days after at least 3 (DESIGN §7): a moderate alert, once per
+    absence (none since their last active day began). `disengaged` maps patient id → (last active local
+    day, the start of its first session)."""
+    if not disengaged:
+        return []
+    alerted_since = {
+        pid
+        for pid, occurred_at in Alert.objects.filter(
+            patient_id__in=list(disengaged), kind=AlertKind.DISENGAGEMENT
+        ).values_list("patient_id", "occurred_at")
+        if occurred_at >= disengaged[pid][1]
+    }
+    now = timezone.now()
+    return [
+        alert_raise(
+            patient=patients[pid],
+            kind=AlertKind.DISENGAGEMENT,
+            severity=AlertSeverity.MODERATE,
+            reason=f"No session since {last_day.isoformat()}: 14 days or more without an active day.",
+            occurred_at=now,
+        )
+        for pid, (last_day, _) in disengaged.items()
+        if pid not in alerted_since
+    ]

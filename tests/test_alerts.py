@@ -63,3 +63,67 @@ def test_the_risk_flag_is_cleared_only_with_a_note(api, therapist_a, patient_a):
     )
     crisis(api, patient_a.player_id, alert_id="c2")  # a new urgent alert raises it again
     assert Patient.objects.get(pk=patient_a.pk).risk_flag is True
+
+
+def phq9(api, player_id: str, response_id: str, total: int, days_ago: int, instrument: str = "phq9"):
+    batch = {
+        "outcomes": [
+            {
+                "response_id": response_id,
+                "player_id": player_id,
+                "instrument": instrument,
+                "total": total,
+                "administered_at": (timezone.now() - timezone.timedelta(days=days_ago)).isoformat(),
+            }
+        ]
+    }
+    assert api.post("/api/v1/ingest", batch, content_type="application/json").status_code == 201
+
+
+def deterioration_alerts(patient):
+    return list(Alert.objects.filter(patient=patient, kind="reliable_deterioration").order_by("pk"))
+
+
+def test_a_rise_of_5_on_phq9_is_not_reliable_but_6_raises_a_high_alert(api, patient_a, patient_b):
+    phq9(api, patient_a.player_id, "a1", 8, 30)
+    phq9(api, patient_a.player_id, "a2", 13, 1)
+    assert deterioration_alerts(patient_a) == []
+    phq9(api, patient_b.player_id, "b1", 8, 30)
+    phq9(api, patient_b.player_id, "b2", 14, 1)
+    [alert] = deterioration_alerts(patient_b)
+    assert alert.severity == "high" and alert.reason.startswith("PHQ-9 rose from 8 to 14")
+    assert Patient.objects.get(pk=patient_b.pk).risk_flag is True
+
+
+def test_gad7_rise_of_4_is_reliable_and_an_open_alert_is_not_repeated(api, therapist_a, patient_a):
+    phq9(api, patient_a.player_id, "g1", 5, 30, instrument="gad7")
+    phq9(api, patient_a.player_id, "g2", 8, 20, instrument="gad7")
+    assert deterioration_alerts(patient_a) == []
+    phq9(api, patient_a.player_id, "g3", 9, 10, instrument="gad7")
+    assert len(deterioration_alerts(patient_a)) == 1
+    phq9(api, patient_a.player_id, "g4", 10, 5, instrument="gad7")  # still open: no second alert
+    assert len(deterioration_alerts(patient_a)) == 1
+    alert = deterioration_alerts(patient_a)[0]
+    logged_in(therapist_a).post(f"/patients/{patient_a.player_id}/alerts/{alert.pk}/acknowledge")
+    phq9(api, patient_a.player_id, "g5", 11, 1, instrument="gad7")  # acknowledged, still worse: alert again
+    assert len(deterioration_alerts(patient_a)) == 2
+
+
+def _sessions_days_ago(patient, days):
+    from tests.factories import TherapySessionFactory
+
+    for d in days:
+        TherapySessionFactory(patient=patient, started_at=timezone.now() - timezone.timedelta(days=d))
+
+
+def test_disengagement_after_3_active_days_and_14_without_raises_a_moderate_alert_once(patient_a, patient_b):
+    from tracking import progress
+
+    _sessions_days_ago(patient_a, [20, 19, 18])  # three active days, none for 18 days
+    _sessions_days_ago(patient_b, [20, 19])  # only two active days
+    progress.patients_recompute([patient_a.pk, patient_b.pk])
+    progress.patients_recompute([patient_a.pk, patient_b.pk])
+    alerts = list(Alert.objects.filter(kind="disengagement"))
+    assert [(a.patient_id, a.severity) for a in alerts] == [(patient_a.pk, "moderate")]
+    assert "14 days or more without an active day" in alerts[0].reason
+    assert Patient.objects.get(pk=patient_a.pk).risk_flag is False  # moderate alerts do not flag risk

@@ -420,6 +420,19 @@ def progress_trend(*, markers_recent: int, sessions_this_week: int, current_stre
     return "stable"
 
 
+DISENGAGED_AFTER_DAYS = 14  # DESIGN §7: no active day for 14 days ...
+DISENGAGED_MIN_ACTIVE_DAYS = 3  # ... after at least 3 active days
+
+
+def is_disengaged(metrics: EngagementMetrics, active_day_count: int) -> bool:
+    """A patient who had engaged (3+ active days) and has had no active day for 14 days or more."""
+    return (
+        active_day_count >= DISENGAGED_MIN_ACTIVE_DAYS
+        and metrics.days_since_last_active is not None
+        and metrics.days_since_last_active >= DISENGAGED_AFTER_DAYS
+    )
+
+
 def engagement_trend(*, sessions_last_7: int, sessions_previous_7: int, dropout_risk: float) -> str:
     if sessions_last_7 > sessions_previous_7:
         return "increasing"

@@ -202,6 +202,20 @@ RECOMMENDATION_FIELDS = [
 ]
 
 
+def _raise_disengagement_alerts(computations: list[Computation]) -> None:
+    from reports.services import disengagement_alerts
+
+    disengaged = {
+        c.patient.pk: (c.history.active_days[-1].day, c.history.active_days[-1].first_started_at)
+        for c in computations
+        if analytics.is_disengaged(c.summary.metrics, len(c.history.active_days))
+    }
+    alerts = disengagement_alerts(disengaged=disengaged, patients={c.patient.pk: c.patient for c in computations})
+    if alerts:
+        clinic_ids = sorted({a.clinic_id for a in alerts})
+        transaction.on_commit(lambda: live.bump(alert_clinic_ids=clinic_ids))
+
+
 # ----- the specification's four operations ----------------------------------------------------------
 
 
@@ -260,6 +274,7 @@ def patients_recompute(patient_ids) -> int:
         _store_summaries(computations)
         _store_new_milestones(computations)
         _refresh_recommendations(computations)
+        _raise_disengagement_alerts(computations)
         ids = [p.pk for p in patients]
         Patient.objects.filter(pk__in=ids).update(analytics_computed_at=started)
         transaction.on_commit(lambda: live.bump(patient_ids=ids))

@@ -23,6 +23,7 @@ from tracking.analytics import (
     engagement_trend,
     highlight_for_milestone,
     in_progress_milestones,
+    is_disengaged,
     local_day,
     longest_streak,
     most_practised_approach,
@@ -614,3 +615,25 @@ def test_visualization_places_values_on_their_day():
 def test_visualization_rejects_days_outside_range(days):
     with pytest.raises(ValueError, match="1 to 90"):
         visualization_series(TODAY, "UTC", days, {}, {})
+
+
+@pytest.mark.parametrize(
+    "active_days, days_since, expected",
+    [(3, 14, True), (3, 13, False), (2, 14, False), (10, 30, True), (5, 0, False)],
+)
+def test_disengagement_needs_3_active_days_then_14_without(active_days, days_since, expected):
+    today = date(2026, 11, 25)
+    last = today - timedelta(days=days_since)
+    days = [last - timedelta(days=n) for n in range(active_days)][::-1]
+    history = PatientHistory(
+        today=today,
+        timezone="UTC",
+        active_days=tuple(ActiveDay(d, 1, 20.0, datetime(d.year, d.month, d.day, 9, tzinfo=UTC)) for d in days),
+    )
+    metrics = engagement_metrics(history)
+    assert is_disengaged(metrics, len(history.active_days)) is expected
+
+
+def test_a_patient_who_never_played_is_not_disengaged():
+    metrics = engagement_metrics(PatientHistory(today=date(2026, 11, 25), timezone="UTC"))
+    assert is_disengaged(metrics, 0) is False

@@ -94,6 +94,7 @@ class Command(BaseCommand):
             with connection.cursor() as cursor:
                 tables = [m._meta.db_table for m in (Patient, CareAssignment, *_BULK_MODELS)]
                 cursor.execute(f"ANALYZE {', '.join(connection.ops.quote_name(t) for t in tables)}")
+        totals["alerts"] += raise_deterioration_alerts(clinic_ids.values())
 
         self.stdout.write(
             f"Seeded {totals['patients']:,} patients, {totals['sessions']:,} sessions, "
@@ -563,3 +564,16 @@ def prefetch(items: Iterator, depth: int = 1) -> Iterator:
             with contextlib.suppress(queue.Empty):
                 buffer.get(timeout=0.1)
         thread.join()
+
+
+def raise_deterioration_alerts(clinic_ids, chunk: int = 500) -> int:
+    """The reliable-deterioration alerts that ingest would have raised for the seeded questionnaires."""
+    from reports.services import deterioration_alerts
+
+    ids = list(Patient.objects.filter(clinic_id__in=list(clinic_ids)).order_by("pk").values_list("pk", flat=True))
+    raised = 0
+    for start in range(0, len(ids), chunk):
+        with transaction.atomic():
+            patients = list(Patient.objects.filter(pk__in=ids[start : start + chunk]).select_related("clinic"))
+            raised += len(deterioration_alerts(patients=patients))
+    return raised
