@@ -306,3 +306,15 @@ def test_a_clinics_own_milestone_rules_apply_at_the_next_recompute(patient_a):
     ClinicMilestoneRule.objects.create(clinic=patient_a.clinic, family="sessions", threshold=3, title="Three sessions")
     progress.patient_recompute(patient_a.pk)
     assert list(Milestone.objects.filter(patient=patient_a).values_list("title", flat=True)) == ["Three sessions"]
+
+
+def test_the_reconciler_sends_a_stale_patient_once_until_its_recompute_starts(clinic):
+    from tracking import tasks
+
+    stale = Patient.objects.create(clinic=clinic, player_id="stale", data_changed_at=timezone.now())
+    assert tasks.reconcile_analytics() == 1
+    assert tasks.reconcile_analytics() == 0  # still queued: not sent again
+    tasks.recompute_patient_group([stale.pk])  # the group runs (here in-process)
+    assert tasks.reconcile_analytics() == 0  # fresh now
+    Patient.objects.filter(pk=stale.pk).update(data_changed_at=timezone.now() + timedelta(seconds=1))
+    assert tasks.reconcile_analytics() == 1  # changed again: sent again

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 DEBOUNCE_KEY = "analytics-queued:{}"
 GROUP_SIZE = 200  # patients per group recompute
+RECONCILE_CLAIM_SECONDS = 600
 
 
 def enqueue(task, *args, countdown: float = 0) -> bool:
@@ -56,17 +57,29 @@ def recompute_patient_analytics(patient_id: int) -> bool:
 @shared_task(time_limit=300, soft_time_limit=280)
 def reconcile_analytics(limit: int = 5000) -> int:
     """Queues every patient whose data changed after its last computation, or whose summary is for an
-    earlier local day (streaks and risk move with the calendar)."""
+    earlier local day (streaks and risk move with the calendar), in groups. A patient already queued
+    (by ingest or by an earlier run whose group has not started) is not sent again; a claim that is never
+    honoured (a lost task) lapses after RECONCILE_CLAIM_SECONDS. Returns how many were queued."""
     ids = list(Patient.objects.stale_analytics().values_list("pk", flat=True)[:limit])
     ids += selectors.patients_with_outdated_summary(limit=max(0, limit - len(ids)))
-    for start in range(0, len(ids), GROUP_SIZE):
-        enqueue(recompute_patient_group, ids[start : start + GROUP_SIZE])
-    return len(ids)
+    claimed = [pid for pid in ids if _claim(pid)]
+    for start in range(0, len(claimed), GROUP_SIZE):
+        enqueue(recompute_patient_group, claimed[start : start + GROUP_SIZE])
+    return len(claimed)
+
+
+def _claim(patient_id: int) -> bool:
+    try:
+        return cache.add(DEBOUNCE_KEY.format(patient_id), 1, timeout=RECONCILE_CLAIM_SECONDS)
+    except Exception:  # the cache is down: send it anyway (a recompute twice is harmless)
+        return True
 
 
 @shared_task(time_limit=120, soft_time_limit=100)
 def recompute_patient_group(patient_ids: list[int]) -> int:
     """Many patients in one transaction and a fixed number of queries (what the reconciler sends)."""
+    with contextlib.suppress(Exception):
+        cache.delete_many([DEBOUNCE_KEY.format(pid) for pid in patient_ids])  # changes from now on queue anew
     return progress.patients_recompute(patient_ids)
 
 
