@@ -23,6 +23,10 @@ def _beat_schedule() -> dict:
         },
         # Celebration webhooks whose backoff has passed, or whose delivery task was lost.
         "retry-pending-webhooks": {"task": "tracking.tasks.retry_pending_webhooks", "schedule": 60.0},
+        # Alert e-mails not sent yet (a lost task, or alerts raised by a recompute).
+        "notify-pending-alerts": {"task": "reports.tasks.notify_pending_alerts", "schedule": 60.0},
+        # Urgent alerts not acknowledged in ALERT_ESCALATION_MINUTES: e-mail the clinic admins.
+        "escalate-alerts": {"task": "reports.tasks.escalate_alerts", "schedule": 60.0},
     }
 
 

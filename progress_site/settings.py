@@ -146,6 +146,17 @@ ANALYTICS_DEBOUNCE_SECONDS = float(env_str("ANALYTICS_DEBOUNCE_SECONDS", "2"))
 ANALYTICS_RECONCILE_SECONDS = float(env_str("ANALYTICS_RECONCILE_SECONDS", "60"))
 ANALYTICS_CACHE_SECONDS = env_int("ANALYTICS_CACHE_SECONDS", 300)
 
+# Alerts: e-mail to the assigned therapists; urgent ones unacknowledged this long go to the clinic admins.
+ALERT_ESCALATION_MINUTES = env_int("ALERT_ESCALATION_MINUTES", 30)
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", PRODUCTION)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Progress Dashboard <alerts@localhost>")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},

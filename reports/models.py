@@ -122,6 +122,9 @@ class Alert(models.Model):
     )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True)
+    # Outbox state of the e-mails: null until sent, so a lost task is found again by the beat sweep.
+    notified_at = models.DateTimeField(null=True, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-occurred_at"]
@@ -134,7 +137,10 @@ class Alert(models.Model):
             ),
             models.CheckConstraint(condition=Q(severity__in=AlertSeverity.values), name="alert_severity_valid"),
         ]
-        indexes = [models.Index(fields=["patient", "acknowledged_at"], name="alert_patient_open")]
+        indexes = [
+            models.Index(fields=["patient", "acknowledged_at"], name="alert_patient_open"),
+            models.Index(fields=["notified_at"], name="alert_to_notify", condition=Q(notified_at__isnull=True)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.severity})"

@@ -57,7 +57,7 @@ def test_ingest_answers_2xx_and_the_alert_reaches_the_therapist(
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = api.post("/api/v1/ingest", json.dumps(batch), content_type="application/json")
     assert response.status_code == 201
-    assert len(callbacks) == 2  # the live-update bump and the recompute: both failed quietly
+    assert len(callbacks) == 3  # live-update bump, recompute, alert e-mails: each failed quietly
     assert set(Alert.objects.filter(patient=patient_a).values_list("kind", "severity")) == {
         ("crisis_signal", "urgent"),
         ("phq9_item9", "urgent"),

@@ -224,7 +224,7 @@ def ingest_batch(*, clinic: Clinic, items: dict[str, list[dict]]) -> IngestResul
     """Stores a validated batch all-or-nothing and idempotently (DESIGN §6). Raises IngestRejected, with
     the transaction rolled back, when an item contradicts what is stored."""
     from reports.services import alerts_ingest, outcomes_ingest
-    from tracking.tasks import schedule_recompute
+    from tracking.tasks import notify_alerts, schedule_recompute
 
     result, errors = IngestResult(), []
     player_ids = {item["player_id"] for kind_items in items.values() for item in kind_items}
@@ -244,6 +244,9 @@ def ingest_batch(*, clinic: Clinic, items: dict[str, list[dict]]) -> IngestResul
         alert_clinics = [clinic.pk] if result.new_alert_ids else []
         transaction.on_commit(lambda: live.bump(patient_ids=changed, alert_clinic_ids=alert_clinics))
         transaction.on_commit(lambda: schedule_recompute(changed))
+    if result.new_alert_ids:
+        alert_ids = list(result.new_alert_ids)
+        transaction.on_commit(lambda: notify_alerts(alert_ids))
     return result
 
 

@@ -48,6 +48,14 @@ def schedule_recompute(patient_ids, delay: float | None = None) -> None:
                 cache.delete(key)
 
 
+def notify_alerts(alert_ids) -> None:
+    """E-mails about new alerts, sent by a worker; a failed send is picked up by the beat sweep."""
+    from reports.tasks import notify_alert
+
+    for alert_id in alert_ids:
+        enqueue(notify_alert, alert_id)
+
+
 @shared_task(time_limit=60, soft_time_limit=50)
 def recompute_patient_analytics(patient_id: int) -> bool:
     cache.delete(DEBOUNCE_KEY.format(patient_id))  # changes from now on queue a new run

@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from reports.models import Alert, OutcomeResponse
+from reports.models import Alert, AlertSeverity, OutcomeResponse
 from tracking.demo import CLINICS, Batch, Context, generate_batches, plan_patients
 from tracking.models import CareAssignment, Clinic, Membership, Patient, ProgressMarker, Role, TherapySession
 
@@ -95,6 +95,10 @@ class Command(BaseCommand):
                 tables = [m._meta.db_table for m in (Patient, CareAssignment, *_BULK_MODELS)]
                 cursor.execute(f"ANALYZE {', '.join(connection.ops.quote_name(t) for t in tables)}")
         totals["alerts"] += raise_deterioration_alerts(clinic_ids.values())
+        # The seeded alerts are history: nobody is e-mailed about them, and urgent ones are not escalated.
+        seeded = Alert.objects.filter(clinic_id__in=list(clinic_ids.values()))
+        seeded.update(notified_at=now)
+        seeded.filter(severity=AlertSeverity.URGENT).update(escalated_at=now)
 
         self.stdout.write(
             f"Seeded {totals['patients']:,} patients, {totals['sessions']:,} sessions, "
