@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from progress_site.celery import app as celery_app
 from tests.test_ingest import post
@@ -179,9 +180,11 @@ def receiver():
 def week_of_sessions(patient_tz: str, player: str) -> dict:
     """Seven sessions on seven consecutive local days ending today: completes a 7-day streak."""
     today = selectors.local_today(patient_tz)
+    now = timezone.now().replace(microsecond=0)
     sessions = []
     for n in range(7):
-        start = selectors.local_midnight(today - timedelta(days=6 - n), patient_tz) + timedelta(hours=9)
+        # 09:00 local, or now if today's 09:00 is still ahead (ingest refuses the future)
+        start = min(selectors.local_midnight(today - timedelta(days=6 - n), patient_tz) + timedelta(hours=9), now)
         sessions.append(
             {
                 "session_id": f"{player}-w{n}",

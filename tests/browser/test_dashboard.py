@@ -107,12 +107,14 @@ def test_patient_page_charts_recommendations_and_live_update(page, live_server, 
     page.wait_for_selector("#live-status:has-text('Live updates on')")
     before = plot_data(page, "#activity-chart")[0]["y"][-1]
     now = timezone.now().replace(microsecond=0)
+    midnight = selectors.local_midnight(selectors.local_today(busy_patient.tz_name), busy_patient.tz_name)
     batch = {
         "sessions": [
             {
                 "session_id": f"live-{n}",
                 "player_id": busy_patient.player_id,
-                "started_at": (now - timedelta(minutes=n)).isoformat(),
+                # a few seconds apart, never before today's local midnight (the bucket the chart must show)
+                "started_at": max(now - timedelta(seconds=n), midnight).isoformat(),
                 "status": "completed",
                 "duration_minutes": 5,
             }
