@@ -10,7 +10,7 @@ from reports.instruments import INSTRUMENTS, PHQ9, get_instrument
 from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
 from tracking import live
 from tracking.models import Clinic, Patient
-from tracking.services import IngestRejected, IngestResult, patients_get_or_create_locked
+from tracking.services import IngestRejected, IngestResult, patients_get_or_create_locked, stored_by_external_id
 from tracking.services import item_error as _error
 
 
@@ -58,10 +58,7 @@ def risk_item_alert(response: OutcomeResponse, patient: Patient) -> Alert | None
 def outcomes_ingest(*, clinic: Clinic, items: list[dict], patients: dict[str, Patient], result, errors: list) -> None:
     """Stores new responses; a response posted again unchanged is counted as unchanged. A stored answer is
     never rewritten: a changed one is rejected so a clinical record cannot be silently altered."""
-    existing = {
-        r.response_id: r
-        for r in OutcomeResponse.objects.filter(clinic=clinic, response_id__in=[i["response_id"] for i in items])
-    }
+    existing = stored_by_external_id(OutcomeResponse, clinic, "response_id", items)
     counts = result.counts["outcomes"]
     answered: dict[int, Patient] = {}  # patients with a new response
     for item in items:
@@ -108,7 +105,7 @@ def outcomes_ingest(*, clinic: Clinic, items: list[dict], patients: dict[str, Pa
 
 def alerts_ingest(*, clinic: Clinic, items: list[dict], patients: dict[str, Patient], result, errors: list) -> None:
     """Crisis signals from the game: each becomes an alert at once, in the ingest transaction."""
-    existing = {a.alert_id: a for a in Alert.objects.filter(clinic=clinic, alert_id__in=[i["alert_id"] for i in items])}
+    existing = stored_by_external_id(Alert, clinic, "alert_id", items)
     counts = result.counts["alerts"]
     for item in items:
         patient = patients[item["player_id"]]

@@ -651,6 +651,12 @@ def recommendations(summary: ProgressSummaryData, history: PatientHistory) -> li
 # --------------------------------------------------------------------------------------------------
 
 
+def check_viz_days(days: int) -> None:
+    """`days` of a ProgressVizSeries: a whole number from 1 to 90."""
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= VIZ_MAX_DAYS:
+        raise ValueError(f"days must be a whole number from 1 to {VIZ_MAX_DAYS}, got {days!r}.")
+
+
 def visualization_series(
     today: date,
     timezone: str,
@@ -663,8 +669,7 @@ def visualization_series(
     `sessions_by_day`: local day -> (sessions started, minutes); `markers_by_day`: local day ->
     (markers achieved, of which skill_acquired). Days outside the window are ignored.
     """
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= VIZ_MAX_DAYS:
-        raise ValueError(f"days must be a whole number from 1 to {VIZ_MAX_DAYS}, got {days!r}.")
+    check_viz_days(days)
     buckets = [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
     return {
         "time_buckets": [d.isoformat() for d in buckets],

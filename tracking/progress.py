@@ -246,8 +246,7 @@ def generate_progress_insights(patient: Patient) -> list[Recommendation]:
 
 def get_visualization_data(patient: Patient, *, days: int = 14) -> dict:
     """ProgressVizSeries for the `days` patient-local days ending today."""
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= analytics.VIZ_MAX_DAYS:
-        raise ValueError(f"days must be a whole number from 1 to {analytics.VIZ_MAX_DAYS}, got {days!r}.")
+    analytics.check_viz_days(days)  # before the queries
     today, sessions, markers = selectors.activity_by_day(patient, days)
     return analytics.visualization_series(today, patient.tz_name, days, sessions, markers)
 

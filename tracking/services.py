@@ -137,6 +137,15 @@ def patients_get_or_create_locked(clinic: Clinic, player_ids: set[str]) -> dict[
     return {p.player_id: p for p in patients}
 
 
+def stored_by_external_id(
+    model, clinic: Clinic, id_field: str, items: list[dict], item_field: str | None = None
+) -> dict:
+    """The clinic's stored rows whose `id_field` is one the items give (in `item_field`, default the same
+    name), keyed by that id: one query per kind of item in a batch."""
+    ids = {item[item_field or id_field] for item in items}
+    return {getattr(row, id_field): row for row in model.objects.filter(clinic=clinic, **{f"{id_field}__in": ids})}
+
+
 def _update_if_changed(stored, values: dict) -> bool:
     """Writes `values` onto a stored row when any of them differs; True when it did."""
     if all(getattr(stored, f) == v for f, v in values.items()):
@@ -148,10 +157,7 @@ def _update_if_changed(stored, values: dict) -> bool:
 
 
 def _upsert_sessions(clinic, items, patients, result, errors) -> None:
-    existing = {
-        s.session_id: s
-        for s in TherapySession.objects.filter(clinic=clinic, session_id__in=[i["session_id"] for i in items])
-    }
+    existing = stored_by_external_id(TherapySession, clinic, "session_id", items)
     counts, to_create = result.counts["sessions"], []
     for item in items:
         patient = patients[item["player_id"]]
@@ -174,14 +180,8 @@ def _upsert_sessions(clinic, items, patients, result, errors) -> None:
 
 
 def _upsert_markers(clinic, items, patients, result, errors) -> None:
-    sessions = {
-        s.session_id: s
-        for s in TherapySession.objects.filter(clinic=clinic, session_id__in={i["session_id"] for i in items})
-    }
-    existing = {
-        m.marker_id: m
-        for m in ProgressMarker.objects.filter(clinic=clinic, marker_id__in=[i["marker_id"] for i in items])
-    }
+    sessions = stored_by_external_id(TherapySession, clinic, "session_id", items)
+    existing = stored_by_external_id(ProgressMarker, clinic, "marker_id", items)
     counts, to_create = result.counts["markers"], []
     for item in items:
         patient = patients[item["player_id"]]
