@@ -9,6 +9,7 @@ from django.utils import timezone
 from reports import notifications
 from reports.models import Alert
 from tests.conftest import logged_in
+from tests.test_alerts import crisis as post_crisis
 
 
 @pytest.fixture
@@ -22,20 +23,8 @@ def emails(therapist_a, therapist_b, clinic_admin):
         user.save()
 
 
-def crisis(api, patient, reason="Typed: I want to end it all", level="urgent", alert_id="c1") -> Alert:
-    batch = {
-        "alerts": [
-            {
-                "alert_id": alert_id,
-                "player_id": patient.player_id,
-                "level": level,
-                "reason": reason,
-                "occurred_at": timezone.now().isoformat(),
-            }
-        ]
-    }
-    assert api.post("/api/v1/ingest", batch, content_type="application/json").status_code == 201
-    return Alert.objects.get(alert_id=alert_id)
+def crisis(api, patient, alert_id="c1", level="urgent") -> Alert:
+    return post_crisis(api, patient.player_id, alert_id, level=level, reason="Typed: I want to end it all")
 
 
 def test_the_assigned_therapist_is_emailed_once_without_clinical_detail(api, emails, patient_a, mailoutbox):

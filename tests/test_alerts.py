@@ -7,19 +7,25 @@ from tests.conftest import logged_in
 from tracking.models import Patient
 
 
-def crisis(api, player_id: str, alert_id: str = "c1"):
-    batch = {
+def crisis_batch(player_id: str, alert_id: str = "c1", level: str = "urgent", reason: str = "Crisis phrase") -> dict:
+    """An ingest batch with one crisis signal from the game."""
+    return {
         "alerts": [
             {
                 "alert_id": alert_id,
                 "player_id": player_id,
-                "level": "urgent",
-                "reason": "Crisis phrase",
+                "level": level,
+                "reason": reason,
                 "occurred_at": timezone.now().isoformat(),
             }
         ]
     }
-    assert api.post("/api/v1/ingest", batch, content_type="application/json").status_code == 201
+
+
+def crisis(api, player_id: str, alert_id: str = "c1", **fields) -> Alert:
+    """Posts a crisis signal through the ingest API; returns the alert it raised."""
+    response = api.post("/api/v1/ingest", crisis_batch(player_id, alert_id, **fields), content_type="application/json")
+    assert response.status_code == 201
     return Alert.objects.get(alert_id=alert_id)
 
 

@@ -14,9 +14,13 @@ from tracking.models import Patient, ProgressMarker, TherapySession
 pytestmark = pytest.mark.live
 
 
-def _post(url: str, token: str, body: bytes) -> tuple[int, dict]:
+def post_over_http(base_url: str, token: str, batch: dict) -> tuple[int, dict]:
+    """Posts a batch to a live server's ingest API; returns the status and the JSON answer."""
     request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        f"{base_url}/api/v1/ingest",
+        data=json.dumps(batch).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -31,10 +35,8 @@ def test_twenty_concurrent_identical_batches_store_each_item_once(live_server, t
     batch["sessions"] += [
         {**batch["sessions"][0], "session_id": f"extra-{n}", "player_id": f"other-{n % 3}"} for n in range(10)
     ]
-    body = json.dumps(batch).encode()
-    url = f"{live_server.url}/api/v1/ingest"
     with ThreadPoolExecutor(max_workers=20) as pool:
-        results = list(pool.map(lambda _: _post(url, token, body), range(20)))
+        results = list(pool.map(lambda _: post_over_http(live_server.url, token, batch), range(20)))
 
     statuses = [status for status, _ in results]
     assert all(status < 500 for status in statuses), results

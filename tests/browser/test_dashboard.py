@@ -1,7 +1,5 @@
 """The clinician dashboard in headless Chromium: caseload, patient page, recommendations, live updates."""
 
-import json
-import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -9,6 +7,8 @@ from django.utils import timezone
 
 from tests.browser.conftest import log_in, screenshot
 from tests.factories import PASSWORD, OutcomeResponseFactory, ProgressMarkerFactory, TherapySessionFactory
+from tests.test_alerts import crisis_batch
+from tests.test_ingest_concurrency import post_over_http
 from tracking import progress, selectors
 from tracking.models import Recommendation
 
@@ -121,14 +121,7 @@ def test_patient_page_charts_recommendations_and_live_update(page, live_server, 
             for n in range(3)
         ]
     }
-    request = urllib.request.Request(
-        f"{live_server.url}/api/v1/ingest",
-        data=json.dumps(batch).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request) as response:
-        assert response.status == 201
+    assert post_over_http(live_server.url, token, batch)[0] == 201
     page.wait_for_function(
         "(n) => { const d = document.querySelector('#activity-chart').data; return d[0].y[d[0].y.length - 1] === n; }",
         arg=before + 3,
@@ -142,24 +135,10 @@ def test_patient_page_charts_recommendations_and_live_update(page, live_server, 
 def test_a_new_alert_appears_in_the_header_inbox(page, live_server, therapist_a, patient_a, token):
     log_in(page, live_server, therapist_a.username, PASSWORD)
     page.wait_for_selector("#inbox-count:has-text('0')")
-    batch = {
-        "alerts": [
-            {
-                "alert_id": "crisis-1",
-                "player_id": patient_a.player_id,
-                "level": "urgent",
-                "reason": "Crisis phrase in chat",
-                "occurred_at": timezone.now().isoformat(),
-            }
-        ]
-    }
-    request = urllib.request.Request(
-        f"{live_server.url}/api/v1/ingest",
-        data=json.dumps(batch).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    status, _ = post_over_http(
+        live_server.url, token, crisis_batch(patient_a.player_id, reason="Crisis phrase in chat")
     )
-    urllib.request.urlopen(request).close()
+    assert status == 201
     page.wait_for_selector("#inbox-count:has-text('1')", timeout=3000)
     page.get_by_role("button", name="Alerts").click()
     assert "URGENT · p-a1" in page.locator("#inbox-list").inner_text()
