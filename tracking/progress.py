@@ -328,19 +328,24 @@ def forget_read_model(patient: Patient) -> None:
         cache.delete(key)
 
 
-def patient_progress_read(patient: Patient, part: str) -> dict:
-    """The `progress`, `milestones` or `insights` read model, from Redis when the stored analytics are
+def patient_read_model(patient: Patient) -> dict:
+    """The `progress`, `milestones` and `insights` read models, from Redis when the stored analytics are
     current (the key names the computation, so a recompute makes a new key and nothing is invalidated)."""
     today = selectors.local_today(patient.tz_name)
     key = _read_key(patient, today)
     if key is not None:
         cached = cache.get(key)
         if cached is not None:
-            return cached[part]
+            return cached
     model = _read_model(patient, today)
     if key is not None:
         cache.set(key, model, settings.ANALYTICS_CACHE_SECONDS)
-    return model[part]
+    return model
+
+
+def patient_progress_read(patient: Patient, part: str) -> dict:
+    """One of the read models: `progress`, `milestones` or `insights`."""
+    return patient_read_model(patient)[part]
 
 
 def patient_viz_read(patient: Patient, days: int) -> dict:
@@ -354,21 +359,24 @@ def patient_viz_read(patient: Patient, days: int) -> dict:
     return data
 
 
+def _cards(model: dict) -> dict:
+    return {
+        "progress": model["progress"],
+        "milestones": model["milestones"],
+        "dropout": selectors.dropout_cell(model["progress"]["dropout_risk_score"]),
+    }
+
+
 def patient_cards_read(patient: Patient) -> dict:
     """What the summary cards show (from the cached read model)."""
-    summary = patient_progress_read(patient, "progress")
-    return {
-        "progress": summary,
-        "milestones": patient_progress_read(patient, "milestones"),
-        "dropout": selectors.dropout_cell(summary["dropout_risk_score"]),
-    }
+    return _cards(patient_read_model(patient))
 
 
 def patient_page_read(patient: Patient) -> dict:
     """Everything the patient page shows, from the stored analytics and a few bounded reads."""
     from reports import selectors as report_selectors
 
-    cards = patient_cards_read(patient)
+    model = patient_read_model(patient)
     viz = patient_viz_read(patient, 90)
     series = viz["series"]
     activity_rows = list(
@@ -382,11 +390,11 @@ def patient_page_read(patient: Patient) -> dict:
         )
     )[::-1]
     return {
-        **cards,
+        **_cards(model),
         "patient": patient,
         "period_choices": (14, 30, 90),
         "activity_rows": activity_rows,
-        "recommendations": patient_progress_read(patient, "insights")["recommendations"],
+        "recommendations": model["insights"]["recommendations"],
         "viz": viz,
         "markers": selectors.markers_timeline(patient, days=90),
         "alerts": list(report_selectors.alerts_for_patient(patient)[:20]),
