@@ -6,11 +6,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.core.cache import cache
+from django.core.paginator import Paginator
 from django.db.models import Count, F, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from reports.models import OutcomeResponse
+from reports.instruments import GAD7, PHQ9
+from reports.models import Alert, OutcomeResponse
 from tracking import analytics
 from tracking.access import caseload_for_user, clinics_with_role
 from tracking.models import (
@@ -78,8 +80,6 @@ def _latest_total(instrument: str, last: bool):
 def caseload_rows(user, query: CaseloadQuery | None = None) -> QuerySet[Patient]:
     """The therapist's patients with everything the caseload shows, in one query (the stored analytics
     summary, first and latest questionnaire totals, open alerts)."""
-    from reports.instruments import GAD7, PHQ9
-
     query = query or CaseloadQuery()
     rows = (
         caseload_for_user(user)
@@ -144,9 +144,6 @@ def dropout_cell(score: float | None) -> DropoutCell | None:
 
 def caseload_page(user, query: CaseloadQuery, page_number, per_page: int = 25):
     """One page of the caseload, each row decorated with its display cells (no further queries)."""
-    from django.core.paginator import Paginator
-
-    from reports.instruments import GAD7, PHQ9
 
     page = Paginator(caseload_rows(user, query), per_page).get_page(page_number)
     for patient in page.object_list:
@@ -451,8 +448,6 @@ def markers_timeline(patient: Patient, days: int) -> dict:
 
 def alert_inbox(user, limit: int = 5) -> dict:
     """Open alerts of the therapist's caseload: how many, and the most recent few (ids and kinds only)."""
-    from reports.models import Alert
-
     open_alerts = Alert.objects.filter(patient__in=caseload_for_user(user), acknowledged_at__isnull=True)
     latest = open_alerts.select_related("patient").order_by("-occurred_at", "-pk")[:limit]
     return {
