@@ -144,7 +144,6 @@ def dropout_cell(score: float | None) -> DropoutCell | None:
 
 def caseload_page(user, query: CaseloadQuery, page_number, per_page: int = 25):
     """One page of the caseload, each row decorated with its display cells (no further queries)."""
-
     page = Paginator(caseload_rows(user, query), per_page).get_page(page_number)
     for patient in page.object_list:
         summary = getattr(patient, "summary", None)
