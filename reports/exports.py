@@ -40,9 +40,11 @@ def patient_csv_header() -> list[str]:
 
 
 def patient_csv_row(patient: dict[str, Any]) -> list[Any]:
-    """One classified patient (`classify_patient`) flattened: phq9_first, …, gad7_…, then the flags."""
+    """One classified patient (`classify_patient`) flattened: phq9_first, …, gad7_…, then the flags. The
+    player id is the one text cell from outside, so it is guarded here for every writer of these rows
+    (the command as well as the web export; ids stored before the §6 id rule may start with "=")."""
     return [
-        patient["player_id"],
+        safe_text(patient["player_id"]),
         *(cell(patient[m][k]) for m in _MEASURES for k in MEASURE_KEYS),
         *(cell(patient[k]) for k in _PATIENT_FLAGS),
     ]

@@ -1,9 +1,9 @@
 """Reading a CSV file of questionnaire responses (`manage.py import_outcomes`, DESIGN §6).
 
-Each row is validated exactly as the ingest API validates an outcome (`OutcomeInSerializer`: known
-instrument, timestamps with an offset and not in the future, item count and ranges, a total that agrees
-with the items), so a file and an API batch accept and reject the same things. Errors name the line of
-the file (the header is line 1) and the field.
+Each row is validated exactly as the ingest API validates an outcome (`OutcomeInSerializer`: ids of
+the §6 pattern, known instrument, timestamps with an offset from 2000-01-01 to not in the future, item
+count and ranges, a total that agrees with the items), so a file and an API batch accept and reject the
+same things. Errors name the line of the file (the header is line 1) and the field.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tracking.api.serializers import OutcomeInSerializer
+from tracking.validators import text_error
 
 COLUMNS = ("player_id", "response_id", "instrument", "administered_at", "total", "items")
 _WHOLE_NUMBER = re.compile(r"^[0-9]+$")
@@ -43,7 +44,10 @@ def _whole_number(text: str) -> int | None:
 
 def _row_to_item(row: dict[str, str], line: int) -> tuple[dict | None, list[RowError]]:
     """One CSV row → the validated item `outcomes_ingest` takes (with `_index` = the line), or errors."""
-    errors: list[RowError] = []
+    # A NUL in any cell is named as such (the csv module reads it as an ordinary character).
+    errors = [RowError(line, name, reason) for name in COLUMNS if (reason := text_error(row[name]))]
+    if errors:
+        return None, errors
     total_text = row["total"].strip()
     total = None
     if total_text:
@@ -91,7 +95,10 @@ def _messages(detail) -> list[tuple[str, str]]:
 def outcome_rows_parse(lines: Iterable[str]) -> list[dict]:
     """Validated items from the lines of a CSV file; ImportInvalid listing every bad line otherwise."""
     reader = csv.DictReader(lines)
-    header = [name.strip() for name in (reader.fieldnames or [])]
+    try:
+        header = [name.strip() for name in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        raise ImportInvalid([RowError(1, "header", f"Not readable as CSV: {exc}.")]) from None
     if not header:
         raise ImportInvalid([RowError(1, "header", f"The file is empty; expected the columns {', '.join(COLUMNS)}.")])
     errors = [RowError(1, name, "Missing column.") for name in COLUMNS if name not in header]
@@ -107,7 +114,16 @@ def outcome_rows_parse(lines: Iterable[str]) -> list[dict]:
 
     items: list[dict] = []
     first_line_of: dict[str, int] = {}
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a value longer than the csv module's field limit
+            # (the DictReader's own line_num is only updated after a row was read)
+            errors.append(RowError(reader.reader.line_num, "row", f"Not readable as CSV: {exc}."))
+            break
         line = reader.line_num
         if None in row:
             errors.append(RowError(line, "row", f"More values than the {len(COLUMNS)} columns."))

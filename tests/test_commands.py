@@ -1,5 +1,6 @@
 """The operator commands (DESIGN §6): they work, and bad input is a clear error with a non-zero exit."""
 
+import csv
 import io
 
 import pytest
@@ -7,7 +8,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.factories import PatientFactory, TherapySessionFactory
+from reports.exports import safe_text
+from tests.conftest import logged_in
+from tests.factories import CareAssignmentFactory, OutcomeResponseFactory, PatientFactory, TherapySessionFactory
 from tracking.models import CareAssignment, Clinic, IngestToken, Membership, Patient, ProgressSummary
 from tracking.services import hash_token
 
@@ -88,3 +91,19 @@ def test_revoke_ingest_token(clinic):
     assert IngestToken.objects.get(token_hash=hash_token(token)).revoked_at is not None
     with pytest.raises(CommandError, match="No active token"):
         call_command("revoke_ingest_token", clinic=clinic.slug, prefix=token[:10], stdout=io.StringIO())
+
+
+# ----- effectiveness_report --format csv escapes spreadsheet formulas as the web export does -------
+
+
+@pytest.mark.parametrize("player_id", ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "\tx", "\rx", "plain-1"])
+def test_effectiveness_csv_guards_player_ids_like_the_web_export(clinic, therapist_a, player_id):
+    """Ids stored before the §6 id rule (or by any path that skipped it) may start with a formula."""
+    patient = CareAssignmentFactory(patient=PatientFactory(clinic=clinic, player_id=player_id), therapist=therapist_a)
+    OutcomeResponseFactory(patient=patient.patient, instrument="phq9", total=12)
+    command_rows = list(csv.DictReader(io.StringIO(run("effectiveness_report", clinic=clinic.slug, format="csv"))))
+    web = logged_in(therapist_a).get("/outcomes/export.csv")
+    assert web.status_code == 200
+    web_rows = list(csv.DictReader(io.StringIO(web.content.decode("utf-8-sig"))))
+    assert [r["player_id"] for r in command_rows] == [r["player_id"] for r in web_rows] == [safe_text(player_id)]
+    assert not command_rows[0]["player_id"].startswith(("=", "+", "-", "@", "\t", "\r"))

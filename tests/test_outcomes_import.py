@@ -216,3 +216,59 @@ def test_patients_of_another_clinic_are_separate(clinic, other_clinic, tmp_path)
     run(path, clinic=other_clinic.slug)
     assert OutcomeResponse.objects.filter(clinic=other_clinic).count() == 1
     assert Patient.objects.filter(player_id="p-1").count() == 2
+
+
+# ----- poison rows (DESIGN §6: the file is held to the ingest API's rules) -------------------------
+
+POISON_ROWS = {
+    "player id with a slash": (["p/1", "r-9", "phq9", T0.isoformat(), "10", ""], "player_id", "Not a valid id"),
+    "player id with a space": (["p 1", "r-9", "phq9", T0.isoformat(), "10", ""], "player_id", "Not a valid id"),
+    "player id of 129 characters": (["p" * 129, "r-9", "phq9", T0.isoformat(), "10", ""], "player_id", "1–128"),
+    "year 1, +05:00": (["p-1", "r-9", "phq9", "0001-01-01T00:00:00+05:00", "10", ""], "administered_at", "2000-01-01"),
+    "year 1, -05:00": (["p-1", "r-9", "phq9", "0001-01-01T00:00:00-05:00", "10", ""], "administered_at", "2000-01-01"),
+    "year 1999": (["p-1", "r-9", "phq9", "1999-12-31T23:59:59+00:00", "10", ""], "administered_at", "2000-01-01"),
+    "year 9999": (["p-1", "r-9", "phq9", "9999-12-31T23:59:59-05:00", "10", ""], "administered_at", "in the future"),
+    "NUL in the player id": (["p\x001", "r-9", "phq9", T0.isoformat(), "10", ""], "player_id", "NUL"),
+    "NUL in the instrument": (["p-1", "r-9", "phq\x009", T0.isoformat(), "10", ""], "instrument", "NUL"),
+    "NUL in the items": (["p-1", "r-9", "gad7", T0.isoformat(), "", "1 1 1\x00 1 1 1 1"], "items", "NUL"),
+    "a huge total": (["p-1", "r-9", "phq9", T0.isoformat(), str(2**31), ""], "total", "total must be 0–27"),
+}
+
+
+@pytest.mark.parametrize("case", list(POISON_ROWS))
+def test_poison_row_names_its_line_and_field_and_stores_nothing(clinic, tmp_path, case):
+    bad, field, reason = POISON_ROWS[case]
+    rows = good_rows(6)
+    rows.insert(3, bad)  # line 5
+    message = import_error(write_csv(tmp_path / "bad.csv", rows))
+    assert f"line 5, {field}: " in message, message
+    assert reason in message, message
+    assert "1 problem(s)" in message, message
+    assert (OutcomeResponse.objects.count(), Patient.objects.count(), Alert.objects.count()) == (0, 0, 0)
+
+
+def test_an_id_with_a_newline_is_refused_on_the_line_its_row_ends(clinic, tmp_path):
+    rows = good_rows(6)
+    rows.insert(3, ["p-1", "r\n9", "phq9", T0.isoformat(), "10", ""])  # quoted: lines 5 and 6
+    message = import_error(write_csv(tmp_path / "bad.csv", rows))
+    assert "line 6, response_id: Not a valid id" in message, message
+    assert OutcomeResponse.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "player_id, administered_at",
+    [("p" * 128, T0.isoformat()), ("Az09._:@-x", "2000-01-01T00:00:00Z"), ("p-1", "1999-12-31T19:00:00-05:00")],
+    ids=["128-character id", "every allowed character, first instant of 2000", "2000 in UTC, 1999 locally"],
+)
+def test_the_edges_of_the_rules_are_accepted(clinic, tmp_path, player_id, administered_at):
+    out = run(write_csv(tmp_path / "edge.csv", [[player_id, "r-1", "phq9", administered_at, "10", ""]]))
+    assert "1 created" in out
+    assert OutcomeResponse.objects.get().patient.player_id == player_id
+
+
+def test_a_value_beyond_the_csv_field_limit_is_reported_with_its_line(clinic, tmp_path):
+    rows = good_rows(3)
+    rows.insert(1, ["p-1", "r-9", "phq9", T0.isoformat(), "10", "1" * 200_000])  # line 3
+    message = import_error(write_csv(tmp_path / "huge.csv", rows))
+    assert "line 3, row: Not readable as CSV" in message, message
+    assert OutcomeResponse.objects.count() == 0

@@ -4,6 +4,7 @@ a number or a timestamp without an offset is an error, not something to guess ab
 from datetime import UTC, timedelta
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
@@ -11,12 +12,32 @@ from rest_framework import serializers
 from reports.instruments import INSTRUMENTS, get_instrument, score_errors
 from reports.models import AlertSeverity
 from tracking.models import MarkerType, SessionStatus
+from tracking.validators import EXTERNAL_ID_PATTERN, INT32_MAX, TIMESTAMP_MIN, external_id_error, text_error
 
 
 class StrictCharField(serializers.CharField):
+    """Text only, and only text PostgreSQL can store: no NUL, no unpaired surrogate."""
+
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
+        if reason := text_error(data):
+            raise serializers.ValidationError(reason, code="invalid_text")
+        return super().to_internal_value(data)
+
+
+class ExternalIdField(StrictCharField):
+    """A player id or an external id (DESIGN §6). Checked before trimming: an id with a trailing newline
+    is refused, not silently changed into another id."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=128, **kwargs)
+        # Documents the pattern in the OpenAPI schema; the check that decides is the fullmatch below.
+        self.validators.append(RegexValidator(EXTERNAL_ID_PATTERN))
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and (reason := external_id_error(data)):
+            raise serializers.ValidationError(reason, code="invalid_id")
         return super().to_internal_value(data)
 
 
@@ -35,11 +56,14 @@ class StrictFloatField(serializers.FloatField):
 
 
 class OffsetDateTimeField(serializers.DateTimeField):
-    """ISO 8601 with an explicit offset; at most 5 minutes in the future."""
+    """ISO 8601 with an explicit offset; from 2000-01-01T00:00:00Z to 5 minutes in the future. A clock
+    reset to year 1 is not a session from year 1, and years 1 and 9999 with an offset do not even fit a
+    datetime in UTC."""
 
     default_error_messages = {
         "naive": "Timestamp needs a UTC offset, e.g. 2026-01-31T18:30:00+00:00.",
         "future": "Timestamp is more than 5 minutes in the future.",
+        "too_early": "Timestamp is before 2000-01-01T00:00:00Z; is the device's clock set?",
     }
 
     def to_internal_value(self, value):
@@ -51,14 +75,20 @@ class OffsetDateTimeField(serializers.DateTimeField):
             self.fail("invalid", format="ISO 8601 with an offset, e.g. 2026-01-31T18:30:00+00:00")
         if timezone.is_naive(parsed):
             self.fail("naive")
+        try:
+            instant = parsed.astimezone(UTC)
+        except (OverflowError, ValueError):  # 0001-01-01T00:00+05:00, 9999-12-31T23:59-05:00
+            self.fail("too_early" if parsed.year < TIMESTAMP_MIN.year else "future")
+        if instant < TIMESTAMP_MIN:
+            self.fail("too_early")
         tolerance = timedelta(seconds=settings.INGEST_FUTURE_TOLERANCE_SECONDS)
-        if parsed > timezone.now() + tolerance:
+        if instant > timezone.now() + tolerance:
             self.fail("future")
-        return parsed.astimezone(UTC)
+        return instant
 
 
 def id_field(**kwargs):
-    return StrictCharField(max_length=128, **kwargs)
+    return ExternalIdField(**kwargs)
 
 
 def text_list_field():
@@ -75,7 +105,7 @@ class SessionInSerializer(serializers.Serializer):
     world = StrictCharField(max_length=128, required=False, allow_blank=True, default="")
     character = StrictCharField(max_length=128, required=False, allow_blank=True, default="")
     approaches = text_list_field()
-    interventions_count = StrictIntegerField(min_value=0, required=False, default=0)
+    interventions_count = StrictIntegerField(min_value=0, max_value=INT32_MAX, required=False, default=0)
     key_achievements = text_list_field()
 
     def validate(self, attrs):

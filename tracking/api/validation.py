@@ -4,11 +4,25 @@ from rest_framework import serializers
 
 from tracking.api.errors import BatchInvalid
 from tracking.api.serializers import ITEM_ID_FIELD, ITEM_SERIALIZERS
+from tracking.validators import echo_safe, external_id_error
 
 KINDS = tuple(ITEM_SERIALIZERS)
 
 
 def batch_validate(data, *, max_items: int) -> dict[str, list[dict]]:
+    try:
+        return _batch_validate(data, max_items=max_items)
+    except BatchInvalid as invalid:
+        # Field names and messages may quote the client's input; a quoted unpaired surrogate would make
+        # the JSON answer unencodable (a 500 instead of this 400).
+        raise BatchInvalid([_echo_safe(e) for e in invalid.errors]) from None
+
+
+def _echo_safe(error: dict) -> dict:
+    return {key: echo_safe(value, limit=500) if isinstance(value, str) else value for key, value in error.items()}
+
+
+def _batch_validate(data, *, max_items: int) -> dict[str, list[dict]]:
     if not isinstance(data, dict):
         raise BatchInvalid(
             [{"field": "body", "reason": "Expected a JSON object with sessions, markers, outcomes, alerts."}]
@@ -36,7 +50,8 @@ def batch_validate(data, *, max_items: int) -> dict[str, list[dict]]:
         id_field = ITEM_ID_FIELD[kind]
         for index, item in enumerate(items):
             where = {"kind": kind, "index": index}
-            if isinstance(item, dict) and isinstance(item.get(id_field), str):
+            # An invalid id is not quoted back: the error names the field and says why instead.
+            if isinstance(item, dict) and isinstance(item.get(id_field), str) and not external_id_error(item[id_field]):
                 where["item_id"] = item[id_field]
             if not isinstance(item, dict):
                 errors.append({**where, "field": kind, "reason": "Expected a JSON object."})

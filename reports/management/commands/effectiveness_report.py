@@ -1,4 +1,3 @@
-import csv
 import json
 from datetime import date
 
@@ -6,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from reports import selectors
-from reports.exports import patient_csv_header, patient_csv_row
+from reports.exports import csv_text, patient_csv_header, patient_csv_row
 from tracking.management.commands._base import clinic_by_slug
 from tracking.models import Membership, Patient, Role
 
@@ -47,10 +46,10 @@ class Command(BaseCommand):
         if format == "json":
             self.stdout.write(json.dumps(report, indent=2))
             return
-        writer = csv.writer(self.stdout, lineterminator="\n")
-        writer.writerow(patient_csv_header())
-        for row in report["patients"]:
-            writer.writerow(patient_csv_row(row))
+        # Written as the web export writes it (reports/exports.py): formulas guarded, and RFC 4180 line
+        # ends, so a stray carriage return inside a value is quoted rather than splitting the row.
+        rows = [patient_csv_header(), *(patient_csv_row(row) for row in report["patients"])]
+        self.stdout.write(csv_text(rows), ending="")
 
     @staticmethod
     def _therapist(clinic, username: str):
