@@ -125,6 +125,14 @@ class Alert(models.Model):
     # Outbox state of the e-mails: null until sent, so a lost task is found again by the beat sweep.
     notified_at = models.DateTimeField(null=True, blank=True)
     escalated_at = models.DateTimeField(null=True, blank=True)
+    # A failed send: how many attempts failed, the last error's class name (never its message, which
+    # could hold patient data) and when the sweep may try again (reports.notifications).
+    notify_attempts = models.PositiveIntegerField(default=0)
+    notify_error = models.CharField(max_length=100, blank=True)
+    notify_retry_at = models.DateTimeField(null=True, blank=True)
+    escalation_attempts = models.PositiveIntegerField(default=0)
+    escalation_error = models.CharField(max_length=100, blank=True)
+    escalation_retry_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-occurred_at"]
@@ -139,7 +147,8 @@ class Alert(models.Model):
         ]
         indexes = [
             models.Index(fields=["patient", "acknowledged_at"], name="alert_patient_open"),
-            models.Index(fields=["notified_at"], name="alert_to_notify", condition=Q(notified_at__isnull=True)),
+            # The e-mail sweep: alerts not e-mailed yet, oldest first.
+            models.Index(fields=["created_at"], name="alert_to_notify", condition=Q(notified_at__isnull=True)),
         ]
 
     def __str__(self) -> str:

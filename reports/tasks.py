@@ -1,20 +1,24 @@
-"""Celery tasks for alerts: thin, idempotent, ids only."""
+"""Celery tasks for alerts: thin, idempotent, ids only. The sweeps return how many e-mails they sent;
+one alert's failure is recorded on it and never ends a sweep (a soft time limit does)."""
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from reports import notifications
+
+STOP_ON = (SoftTimeLimitExceeded,)  # not an alert's fault: end the sweep, the next one goes on
 
 
 @shared_task(time_limit=60, soft_time_limit=50)
 def notify_alert(alert_id: int) -> bool:
-    return notifications.alert_notify(alert_id)
+    return notifications.alert_notify(alert_id, stop_on=STOP_ON)
 
 
 @shared_task(time_limit=300, soft_time_limit=280)
 def notify_pending_alerts() -> int:
-    return notifications.notify_pending()
+    return notifications.notify_pending(stop_on=STOP_ON)
 
 
 @shared_task(time_limit=300, soft_time_limit=280)
 def escalate_alerts() -> int:
-    return notifications.escalate_unacknowledged()
+    return notifications.escalate_unacknowledged(stop_on=STOP_ON)

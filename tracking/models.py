@@ -85,6 +85,11 @@ class Patient(models.Model):
     # recompute stamps analytics_computed_at. A patient is stale while changed > computed.
     data_changed_at = models.DateTimeField(null=True, blank=True)
     analytics_computed_at = models.DateTimeField(null=True, blank=True)
+    # A recompute that failed for this patient: how many times in a row, the last error's class name,
+    # and when the reconciler may try again (cleared by the next success).
+    analytics_failures = models.PositiveIntegerField(default=0)
+    analytics_error = models.CharField(max_length=100, blank=True)
+    analytics_retry_at = models.DateTimeField(null=True, blank=True)
 
     objects = PatientQuerySet.as_manager()
 

@@ -9,7 +9,7 @@ the reconciler and `recompute_analytics` for many).
 
 import logging
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -254,16 +254,61 @@ def get_visualization_data(patient: Patient, *, days: int = 14) -> dict:
 # ----- recompute --------------------------------------------------------------------------------------
 
 
-def patients_recompute(patient_ids) -> int:
+def patients_recompute(patient_ids, *, stop_on: tuple = ()) -> int:
     """Recomputes and stores everything for these patients, in one transaction and a fixed number of
     queries for the whole group. Idempotent; safe to run concurrently (the patients' rows are locked, in
-    id order, so runs for the same patient queue). Returns how many patients exist and were recomputed."""
+    id order, so runs for the same patient queue). When the group fails, each patient is recomputed on
+    its own, in its own transaction: a patient that fails is logged by id, marked with its error's class
+    and a retry time (`_record_failure`), and the others are stored. `stop_on` names exceptions that are
+    nobody's fault (a task's soft time limit): they are raised. Returns how many patients exist and were
+    recomputed."""
+    ids = sorted(set(patient_ids))
+    if not ids:
+        return 0
+    try:
+        return _recompute_together(ids)
+    except stop_on:
+        raise
+    except Exception as error:
+        if len(ids) == 1:
+            _record_failure(ids[0], error)
+            return 0
+        logger.warning(
+            "analytics group recompute of %s patients failed (%s): recomputing each on its own",
+            len(ids),
+            type(error).__name__,
+        )
+    done = 0
+    for patient_id in ids:
+        try:
+            done += _recompute_together([patient_id])
+        except stop_on:
+            raise
+        except Exception as error:
+            _record_failure(patient_id, error)
+    return done
+
+
+def patient_recompute(patient_id: int, *, stop_on: tuple = ()) -> bool:
+    """Recomputes one patient (what the Celery task calls). False when the patient no longer exists, or
+    its recompute failed (then recorded on the patient, as in a group)."""
+    return patients_recompute([patient_id], stop_on=stop_on) == 1
+
+
+ANALYTICS_RETRY_FIRST_SECONDS = 60
+ANALYTICS_RETRY_MAX_SECONDS = 3600
+
+
+def analytics_retry_seconds(failures: int) -> int:
+    """After the 1st failure 1 min, then 2, 4 … capped at 1 hour."""
+    return min(ANALYTICS_RETRY_MAX_SECONDS, ANALYTICS_RETRY_FIRST_SECONDS * 2 ** min(max(0, failures - 1), 16))
+
+
+def _recompute_together(ids: list[int]) -> int:
+    """The group recompute proper: one transaction; any failure rolls all of it back and is raised."""
     with transaction.atomic():
         patients = list(
-            Patient.objects.select_for_update(of=("self",))
-            .select_related("clinic")
-            .filter(pk__in=list(patient_ids))
-            .order_by("pk")
+            Patient.objects.select_for_update(of=("self",)).select_related("clinic").filter(pk__in=ids).order_by("pk")
         )
         if not patients:
             return 0
@@ -274,15 +319,49 @@ def patients_recompute(patient_ids) -> int:
         _store_new_milestones(computations)
         _refresh_recommendations(computations)
         _raise_disengagement_alerts(computations)
-        ids = [p.pk for p in patients]
-        Patient.objects.filter(pk__in=ids).update(analytics_computed_at=started)
-        transaction.on_commit(lambda: live.bump(patient_ids=ids))
+        stored = [p.pk for p in patients]
+        Patient.objects.filter(pk__in=stored).update(
+            analytics_computed_at=started, analytics_failures=0, analytics_error="", analytics_retry_at=None
+        )
+        transaction.on_commit(lambda: live.bump(patient_ids=stored))
     return len(patients)
 
 
-def patient_recompute(patient_id: int) -> bool:
-    """Recomputes one patient (what the Celery task calls). False when the patient no longer exists."""
-    return patients_recompute([patient_id]) == 1
+def _record_failure(patient_id: int, error: Exception) -> None:
+    """In a small transaction of its own: one more failure of this patient's recompute, its error's class
+    (never the message, which could quote patient data) and when the reconciler may try again."""
+    name = type(error).__name__[:100]
+    try:
+        with transaction.atomic():
+            failures = (
+                Patient.objects.select_for_update(of=("self",))
+                .filter(pk=patient_id)
+                .values_list("analytics_failures", flat=True)
+                .first()
+            )
+            if failures is None:
+                return  # removed meanwhile
+            delay = analytics_retry_seconds(failures + 1)
+            Patient.objects.filter(pk=patient_id).update(
+                analytics_failures=failures + 1,
+                analytics_error=name,
+                analytics_retry_at=timezone.now() + timedelta(seconds=delay),
+            )
+    except Exception as record_error:  # the database refuses even this: log it, the sweep goes on
+        logger.warning(
+            "analytics recompute failed patient_id=%s error=%s (not recorded: %s)",
+            patient_id,
+            name,
+            type(record_error).__name__,
+        )
+        return
+    logger.warning(
+        "analytics recompute failed patient_id=%s error=%s failures=%s retry_in=%ss",
+        patient_id,
+        name,
+        failures + 1,
+        delay,
+    )
 
 
 # ----- reads --------------------------------------------------------------------------------------

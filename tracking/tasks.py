@@ -1,12 +1,17 @@
 """Celery tasks: thin, take ids, idempotent (acks_late is on globally, so a task lost with its worker
 runs again). Nothing here is the only record of work to do: the database is (patients' data_changed_at
 vs analytics_computed_at; pending webhook deliveries), and the periodic tasks find what a lost or
-never-sent task left behind."""
+never-sent task left behind.
+
+Every periodic task returns a count and handles each item on its own: one item's failure is recorded on
+its row (a patient's `analytics_retry_at`, a delivery's `next_attempt_at`) and logged with its id only,
+and the sweep goes on. Only a soft time limit, which is not the item's fault, ends a sweep early."""
 
 import contextlib
 import logging
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Q
@@ -20,6 +25,7 @@ logger = logging.getLogger(__name__)
 DEBOUNCE_KEY = "analytics-queued:{}"
 GROUP_SIZE = 200  # patients per group recompute
 RECONCILE_CLAIM_SECONDS = 600
+STOP_ON = (SoftTimeLimitExceeded,)  # not an item's fault: end the task, the next run goes on
 
 
 def enqueue(task, *args, countdown: float = 0) -> bool:
@@ -59,7 +65,7 @@ def notify_alerts(alert_ids) -> None:
 @shared_task(time_limit=60, soft_time_limit=50)
 def recompute_patient_analytics(patient_id: int) -> bool:
     cache.delete(DEBOUNCE_KEY.format(patient_id))  # changes from now on queue a new run
-    return progress.patient_recompute(patient_id)
+    return progress.patient_recompute(patient_id, stop_on=STOP_ON)  # a failure is recorded, not raised
 
 
 @shared_task(time_limit=300, soft_time_limit=280)
@@ -67,12 +73,29 @@ def reconcile_analytics(limit: int = 5000) -> int:
     """Queues every patient whose data changed after its last computation, or whose summary is for an
     earlier local day (streaks and risk move with the calendar), in groups. A patient already queued
     (by ingest or by an earlier run whose group has not started) is not sent again; a claim that is never
-    honoured (a lost task) lapses after RECONCILE_CLAIM_SECONDS. Returns how many were queued."""
-    ids = list(Patient.objects.stale_analytics().values_list("pk", flat=True)[:limit])
-    ids += selectors.patients_with_outdated_summary(limit=max(0, limit - len(ids)))
+    honoured (a lost task) lapses after RECONCILE_CLAIM_SECONDS. A patient whose recompute failed waits
+    for its `analytics_retry_at`, and is then sent in a group of its own, so that it cannot fail a group
+    of others again. Returns how many were queued."""
+    now = timezone.now()
+    due = Q(analytics_retry_at__isnull=True) | Q(analytics_retry_at__lte=now)
+    rows = list(Patient.objects.stale_analytics().filter(due).values_list("pk", "analytics_retry_at")[:limit])
+    ids = [pid for pid, _ in rows]
+    retrying = {pid for pid, retry_at in rows if retry_at is not None}
+    outdated = selectors.patients_with_outdated_summary(limit=max(0, limit - len(ids)))
+    if outdated:
+        failed = dict(
+            Patient.objects.filter(pk__in=outdated, analytics_retry_at__isnull=False).values_list(
+                "pk", "analytics_retry_at"
+            )
+        )
+        ids += [pid for pid in outdated if pid not in failed or failed[pid] <= now]
+        retrying.update(failed)
     claimed = [pid for pid in ids if _claim(pid)]
-    for start in range(0, len(claimed), GROUP_SIZE):
-        enqueue(recompute_patient_group, claimed[start : start + GROUP_SIZE])
+    groups = [[pid] for pid in claimed if pid in retrying]
+    healthy = [pid for pid in claimed if pid not in retrying]
+    groups += [healthy[start : start + GROUP_SIZE] for start in range(0, len(healthy), GROUP_SIZE)]
+    for group in groups:
+        enqueue(recompute_patient_group, group)
     return len(claimed)
 
 
@@ -85,27 +108,28 @@ def _claim(patient_id: int) -> bool:
 
 @shared_task(time_limit=120, soft_time_limit=100)
 def recompute_patient_group(patient_ids: list[int]) -> int:
-    """Many patients in one transaction and a fixed number of queries (what the reconciler sends)."""
+    """Many patients in one transaction and a fixed number of queries (what the reconciler sends); when
+    that fails, each patient on its own, so one failing patient does not hold back the others. Returns
+    how many were recomputed."""
     with contextlib.suppress(Exception):
         cache.delete_many([DEBOUNCE_KEY.format(pid) for pid in patient_ids])  # changes from now on queue anew
-    return progress.patients_recompute(patient_ids)
+    return progress.patients_recompute(patient_ids, stop_on=STOP_ON)
 
 
 @shared_task(time_limit=30, soft_time_limit=25)
 def deliver_webhook(delivery_id: int) -> str:
-    return webhooks.deliver(delivery_id)
+    return webhooks.deliver(delivery_id, stop_on=STOP_ON)
 
 
 @shared_task(time_limit=120, soft_time_limit=110)
 def retry_pending_webhooks(limit: int = 500) -> int:
     """Queues pending deliveries that are due (a failed attempt's backoff has passed, or the first task
-    was never sent or lost)."""
+    was never sent or lost), oldest first. Returns how many were queued; a delivery that cannot be sent
+    is logged and the others are still queued."""
     now = timezone.now()
     due = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING).filter(
         Q(next_attempt_at__lte=now)
         | Q(next_attempt_at__isnull=True, created_at__lte=now - timezone.timedelta(seconds=60))
     )
-    ids = list(due.values_list("pk", flat=True)[:limit])
-    for delivery_id in ids:
-        enqueue(deliver_webhook, delivery_id)
-    return len(ids)
+    ids = list(due.order_by("created_at", "pk").values_list("pk", flat=True)[:limit])
+    return sum(enqueue(deliver_webhook, delivery_id) for delivery_id in ids)

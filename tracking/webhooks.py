@@ -60,15 +60,10 @@ def enqueue_delivery(delivery_id: int) -> None:
     enqueue(deliver_webhook, delivery_id)
 
 
-def deliver(delivery_id: int) -> str:
-    """One delivery attempt. Returns the delivery's status afterwards. Retries are scheduled through
-    `next_attempt_at`, which the periodic task picks up, so a lost task never loses a delivery."""
-    delivery = WebhookDelivery.objects.select_related("clinic").filter(pk=delivery_id).first()
-    if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
-        return delivery.status if delivery else "missing"
+def _request(delivery: WebhookDelivery) -> urllib.request.Request:
     clinic = delivery.clinic
     body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
-    request = urllib.request.Request(  # noqa: S310 (the URL is an https/http URL set by a clinic admin)
+    return urllib.request.Request(  # noqa: S310 (the URL is an https/http URL set by a clinic admin)
         clinic.webhook_url,
         data=body,
         method="POST",
@@ -79,18 +74,33 @@ def deliver(delivery_id: int) -> str:
             DELIVERY_HEADER: str(delivery.pk),
         },
     )
+
+
+def deliver(delivery_id: int, *, stop_on: tuple = ()) -> str:
+    """One delivery attempt. Returns the delivery's status afterwards. Retries are scheduled through
+    `next_attempt_at`, which the periodic task picks up, so a lost task never loses a delivery. Whatever
+    goes wrong in the attempt (a bad URL, a refused connection, an odd secret...) is a failed attempt
+    with its backoff, recorded on the delivery, never raised; `stop_on` names exceptions that are not
+    the delivery's fault (a task's soft time limit), which are."""
+    delivery = WebhookDelivery.objects.select_related("clinic").filter(pk=delivery_id).first()
+    if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
+        return delivery.status if delivery else "missing"
     delivery.attempts += 1
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
+        with urllib.request.urlopen(_request(delivery), timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
             delivery.last_status_code = response.status
         delivery.status = WebhookDelivery.Status.DELIVERED
         delivery.delivered_at = timezone.now()
         delivery.last_error = ""
+    except stop_on:
+        raise
     except urllib.error.HTTPError as error:
         delivery.last_status_code = error.code
         delivery.last_error = f"HTTP {error.code}"
     except (urllib.error.URLError, OSError) as error:
         delivery.last_error = type(error).__name__ + ": " + str(getattr(error, "reason", error))[:200]
+    except Exception as error:  # anything else (ValueError for a URL urllib cannot use...): its class only
+        delivery.last_error = type(error).__name__[:200]
     if delivery.status == WebhookDelivery.Status.PENDING:
         if delivery.attempts >= MAX_ATTEMPTS:
             delivery.status = WebhookDelivery.Status.FAILED
