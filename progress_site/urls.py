@@ -13,15 +13,22 @@ urlpatterns = [
     path(
         "patients/<str:player_id>/alerts/<int:alert_id>/acknowledge", views.alert_acknowledge, name="alert-acknowledge"
     ),
+    path("patients/<str:player_id>/alerts/acknowledge", views.alerts_acknowledge, name="alerts-acknowledge"),
     path("patients/<str:player_id>/risk-flag/clear", views.risk_flag_clear, name="risk-flag-clear"),
     path("patients/<str:player_id>/live", views.patient_live, name="patient-live"),
     path("patients/<str:player_id>/live.json", views.patient_live_data, name="patient-live-data"),
     path("live/events", views.live_events, name="live-events"),
     path("live/inbox.json", views.live_inbox, name="live-inbox"),
+    path("alerts/", views.alerts_list, name="alerts"),
     path(
         "patients/<str:player_id>/recommendations/<int:recommendation_id>/dismiss",
         views.recommendation_dismiss,
         name="recommendation-dismiss",
+    ),
+    path(
+        "patients/<str:player_id>/recommendations/<int:recommendation_id>/restore",
+        views.recommendation_restore,
+        name="recommendation-restore",
     ),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

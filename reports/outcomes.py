@@ -30,7 +30,9 @@ __all__ = [
     "classify_measure",
     "classify_patient",
     "cohort_summary",
+    "deterioration_crossing",
     "effect_size_dz",
+    "reliable_change_direction",
     "reliable_change_index",
 ]
 
@@ -130,6 +132,7 @@ def classify_measure(instrument: Instrument, scores: Iterable[Score]) -> dict[st
     first, last = ordered[0].total, ordered[-1].total
     paired = len(ordered) >= 2
     change = last - first if paired else None
+    direction = reliable_change_direction(instrument, change)
     return {
         "first": first,
         "last": last,
@@ -137,11 +140,39 @@ def classify_measure(instrument: Instrument, scores: Iterable[Score]) -> dict[st
         "severity_last": instrument.band(last),
         "paired": paired,
         "change": change,
-        "reliable_improvement": None if change is None else change <= -instrument.reliable_change,
-        "reliable_deterioration": None if change is None else change >= instrument.reliable_change,
+        "reliable_improvement": None if change is None else direction == "improvement",
+        "reliable_deterioration": None if change is None else direction == "deterioration",
         "at_caseness_first": instrument.at_caseness(first),
         "at_caseness_last": instrument.at_caseness(last),
     }
+
+
+def reliable_change_direction(instrument: Instrument, change: int | None) -> str | None:
+    """ "improvement", "deterioration" or None for a change from the FIRST score (the NHS Talking Therapies
+    definition, used by the caseload, the charts and the alerts alike): reliable when it reaches the
+    instrument's `reliable_change` in either direction. None for no change yet (one score)."""
+    if change is None:
+        return None
+    if change <= -instrument.reliable_change:
+        return "improvement"
+    if change >= instrument.reliable_change:
+        return "deterioration"
+    return None
+
+
+def deterioration_crossing(instrument: Instrument, scores: Iterable[Score]) -> Score | None:
+    """The administration at which the measure became reliably worse than the first score, when it is so
+    now (its latest score): the first of the run of latest scores that are all reliably worse. None when
+    the latest score is not a reliable deterioration (or there is only one score)."""
+    ordered = _validated(instrument, scores)
+    if len(ordered) < 2:
+        return None
+    first = ordered[0].total
+    crossing = None
+    for score in ordered[1:]:
+        worse = reliable_change_direction(instrument, score.total - first) == "deterioration"
+        crossing = (crossing or score) if worse else None
+    return crossing
 
 
 def _has_risk_answer(instrument: Instrument, scores: Iterable[Score]) -> bool:

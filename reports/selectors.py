@@ -14,11 +14,11 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Sum, Value, When
 
 from reports.instruments import GAD7, PHQ9, get_instrument
-from reports.models import ITEM_FIELDS, Alert, OutcomeResponse
-from reports.outcomes import Score, administration_order, classify_patient, cohort_summary
+from reports.models import ITEM_FIELDS, Alert, AlertKind, AlertSeverity, OutcomeResponse
+from reports.outcomes import Score, administration_order, classify_patient, cohort_summary, reliable_change_direction
 from tracking.access import caseload_for_user
 from tracking.models import Clinic, MarkerType, Milestone, Patient, ProgressMarker, TherapySession
 
@@ -26,8 +26,100 @@ REPORT_INSTRUMENTS = (PHQ9, GAD7)
 ENGAGEMENT_KEYS = ("sessions", "minutes", "skills_acquired", "breakthroughs", "milestones")
 
 
+SEVERITY_ORDER = (AlertSeverity.URGENT, AlertSeverity.HIGH, AlertSeverity.MODERATE)
+
+
+def severity_rank(field: str = "severity") -> Case:
+    """0 for urgent, 1 for high, 2 for moderate: sorts the most severe first in the database."""
+    return Case(
+        *(When(**{field: severity}, then=Value(rank)) for rank, severity in enumerate(SEVERITY_ORDER)),
+        default=Value(len(SEVERITY_ORDER)),
+        output_field=IntegerField(),
+    )
+
+
 def alerts_for_patient(patient: Patient) -> QuerySet[Alert]:
-    return Alert.objects.filter(patient=patient).select_related("acknowledged_by").order_by("-occurred_at", "-pk")
+    """Open alerts first, most severe then oldest first; then the acknowledged ones, latest first."""
+    return (
+        Alert.objects.filter(patient=patient)
+        .select_related("acknowledged_by")
+        .annotate(rank=severity_rank())
+        .order_by(
+            F("acknowledged_at").desc(nulls_first=True),
+            F("rank").asc(),
+            "occurred_at",
+            "pk",
+        )
+    )
+
+
+@dataclass(frozen=True)
+class AlertQuery:
+    """The filters of `/alerts/`: severity, kind, and open or acknowledged."""
+
+    severity: str = ""
+    kind: str = ""
+    status: str = "open"  # "open" | "acknowledged" | "all"
+
+    STATUSES = {"open": "Open", "acknowledged": "Acknowledged", "all": "All"}
+
+    @classmethod
+    def from_params(cls, params) -> AlertQuery:
+        severity = params.get("severity", "")
+        kind = params.get("kind", "")
+        status = params.get("status", "open")
+        return cls(
+            severity=severity if severity in AlertSeverity.values else "",
+            kind=kind if kind in AlertKind.values else "",
+            status=status if status in cls.STATUSES else "open",
+        )
+
+
+ALERT_FILTERS = {
+    "severities": AlertSeverity.choices,
+    "kinds": AlertKind.choices,
+    "statuses": tuple(AlertQuery.STATUSES.items()),
+}
+
+
+def _caseload_alerts(user) -> QuerySet[Alert]:
+    return Alert.objects.filter(patient__in=caseload_for_user(user).values("pk"))
+
+
+def therapist_alerts(user, query: AlertQuery) -> QuerySet[Alert]:
+    """The alerts of the therapist's caseload for `/alerts/`: open ones most severe first, then oldest
+    first (what waits longest comes first); acknowledged ones latest first."""
+    alerts = _caseload_alerts(user).select_related("patient", "acknowledged_by").annotate(rank=severity_rank())
+    if query.severity:
+        alerts = alerts.filter(severity=query.severity)
+    if query.kind:
+        alerts = alerts.filter(kind=query.kind)
+    if query.status == "open":
+        alerts = alerts.filter(acknowledged_at__isnull=True)
+    elif query.status == "acknowledged":
+        alerts = alerts.filter(acknowledged_at__isnull=False)
+    return alerts.order_by(F("acknowledged_at").desc(nulls_first=True), "rank", "occurred_at", "pk")
+
+
+def alert_inbox(user, limit: int = 8) -> dict[str, Any]:
+    """The header inbox: open alerts of the therapist's caseload, the most severe first and, within a
+    severity, the oldest first; with the count per severity (ids and kinds only, no reason)."""
+    open_alerts = _caseload_alerts(user).filter(acknowledged_at__isnull=True)
+    counts = dict(open_alerts.order_by().values_list("severity").annotate(n=Count("pk")))
+    first = open_alerts.select_related("patient").annotate(rank=severity_rank()).order_by("rank", "occurred_at", "pk")
+    return {
+        "open": sum(counts.values()),
+        "counts": {severity: counts.get(severity, 0) for severity in SEVERITY_ORDER},
+        "latest": [
+            {
+                "player_id": a.patient.player_id,
+                "kind": a.get_kind_display(),
+                "severity": a.severity,
+                "occurred_at": a.occurred_at.isoformat(),
+            }
+            for a in first[:limit]
+        ],
+    }
 
 
 # ----- the period of a report ---------------------------------------------------------------------
@@ -146,8 +238,8 @@ def patient_effectiveness(patient: Patient) -> dict[str, Any]:
 def patient_outcome_series(patient: Patient) -> dict[str, Any]:
     """What the outcome chart of one patient draws, and its data table: per instrument the scores over
     time (in the patient's time zone) with band, change from the previous and from the first score,
-    reliable-change steps and item 9; the bands, caseness threshold and the patient's classification.
-    `patient.clinic` should be loaded (access.patient_for_user does)."""
+    whether the change from the first score is reliable (`step`) and item 9; the bands, caseness
+    threshold and the patient's classification. `patient.clinic` should be loaded (access.patient_for_user does)."""
     scores = scores_by_patient([patient.pk]).get(patient.pk, [])
     tz = ZoneInfo(patient.tz_name)
     instruments = []
@@ -157,12 +249,8 @@ def patient_outcome_series(patient: Patient) -> dict[str, Any]:
         for score in (s for s in scores if s.instrument == instrument.code):
             row = _score_row(score)
             local = score.administered_at.astimezone(tz)
-            step = None
-            if previous is not None:
-                if score.total - previous <= -instrument.reliable_change:
-                    step = "improvement"
-                elif score.total - previous >= instrument.reliable_change:
-                    step = "deterioration"
+            # Reliable change is from the FIRST score (NHS Talking Therapies), as everywhere else.
+            step = None if first is None else reliable_change_direction(instrument, score.total - first)
             points.append(
                 {
                     "x": local.strftime("%Y-%m-%d %H:%M"),

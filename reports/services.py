@@ -8,10 +8,13 @@ from django.utils import timezone
 
 from reports.instruments import INSTRUMENTS, PHQ9, get_instrument
 from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
+from reports.outcomes import deterioration_crossing
+from reports.selectors import scores_by_patient
 from tracking import live
 from tracking.models import Clinic, Patient
 from tracking.services import IngestRejected, IngestResult, patients_get_or_create_locked, stored_by_external_id
 from tracking.services import item_error as _error
+from tracking.validators import text_error
 
 
 def patient_flag_risk(*, patient: Patient, at=None) -> None:
@@ -159,23 +162,53 @@ def outcomes_import(*, clinic: Clinic, items: list[dict]) -> IngestResult:
     return result
 
 
+NOTE_MAX_LENGTH = 2000
+
+
+def _note_cleaned(note: str, *, required: bool, missing: str) -> str:
+    note = note.strip()
+    problem = text_error(note) or (missing if required and not note else None)
+    if problem is None and len(note) > NOTE_MAX_LENGTH:
+        problem = f"At most {NOTE_MAX_LENGTH} characters."
+    if problem:
+        raise ValidationError({"note": problem})
+    return note
+
+
+@transaction.atomic
+def alerts_acknowledge(*, patient: Patient, alert_ids: list[int], user, note: str = "") -> list[Alert]:
+    """A therapist has seen these open alerts of one patient and acted on them; one note covers them all.
+    Idempotent: an alert already acknowledged keeps its first acknowledgement. Returns the alerts
+    acknowledged now. The patient's analytics are marked stale, since "Review the open alert" depends on
+    what is open."""
+    note = _note_cleaned(note, required=False, missing="")
+    alerts = list(
+        Alert.objects.select_for_update()
+        .filter(patient=patient, pk__in=alert_ids, acknowledged_at__isnull=True)
+        .order_by("pk")
+    )
+    if not alerts:
+        return []
+    now = timezone.now()
+    Alert.objects.filter(pk__in=[a.pk for a in alerts]).update(acknowledged_by=user, acknowledged_at=now, note=note)
+    for alert in alerts:
+        alert.acknowledged_by, alert.acknowledged_at, alert.note = user, now, note
+    Patient.objects.filter(pk=patient.pk).update(data_changed_at=now)
+    patient_id, clinic_id = patient.pk, patient.clinic_id
+    transaction.on_commit(lambda: live.bump(patient_ids=[patient_id], alert_clinic_ids=[clinic_id]))
+    return alerts
+
+
 def alert_acknowledge(*, alert: Alert, user, note: str = "") -> Alert:
-    """A therapist has seen the alert and acted on it. Idempotent: a second acknowledgement changes nothing."""
-    if alert.acknowledged_at is None:
-        alert.acknowledged_by = user
-        alert.acknowledged_at = timezone.now()
-        alert.note = note.strip()
-        alert.save(update_fields=["acknowledged_by", "acknowledged_at", "note"])
-        clinic_id = alert.clinic_id
-        transaction.on_commit(lambda: live.bump(alert_clinic_ids=[clinic_id]))
+    """One alert (see `alerts_acknowledge`). A second acknowledgement changes nothing."""
+    alerts_acknowledge(patient=alert.patient, alert_ids=[alert.pk], user=user, note=note)
+    alert.refresh_from_db()
     return alert
 
 
 def patient_clear_risk_flag(*, patient: Patient, user, note: str) -> Patient:
     """Only a therapist clears a risk flag, and only with a note saying why."""
-    note = note.strip()
-    if not note:
-        raise ValidationError({"note": "Say why the risk flag can be cleared."})
+    note = _note_cleaned(note, required=True, missing="Say why the risk flag can be cleared.")
     if patient.risk_flag:
         patient.risk_flag = False
         patient.risk_flag_cleared_at = timezone.now()
@@ -184,47 +217,72 @@ def patient_clear_risk_flag(*, patient: Patient, user, note: str) -> Patient:
         patient.save(
             update_fields=["risk_flag", "risk_flag_cleared_at", "risk_flag_cleared_by", "risk_flag_clear_note"]
         )
+        clinic_id = patient.clinic_id
+        transaction.on_commit(lambda: live.bump(patient_ids=[patient.pk], alert_clinic_ids=[clinic_id]))
     return patient
 
 
 def deterioration_alerts(*, patients: list[Patient]) -> list[Alert]:
     """A measure whose latest score is reliably worse than the first (DESIGN §5) raises a high alert
-    (DESIGN §7), one per patient while an earlier one is still open. Per measure, so that a patient who
-    answers only one questionnaire is not missed."""
-    from reports.outcomes import classify_measure
-    from reports.selectors import scores_by_patient
-
+    (DESIGN §7). One open alert per patient names every measure that deteriorated reliably: a further
+    measure deteriorating while it is open is added to its reason and notified again. The alert's
+    `occurred_at` is the administration that crossed the threshold (the earliest, with several measures).
+    Per measure, so that a patient who answers only one questionnaire is not missed. Returns the alerts
+    raised or updated (to notify)."""
     if not patients:
         return []
     scores = scores_by_patient([p.pk for p in patients])
-    already_open = set(
-        Alert.objects.filter(
+    open_alerts = {
+        a.patient_id: a
+        for a in Alert.objects.filter(
             patient__in=patients, kind=AlertKind.RELIABLE_DETERIORATION, acknowledged_at__isnull=True
-        ).values_list("patient_id", flat=True)
-    )
-    raised = []
+        ).order_by("-occurred_at")
+    }
+    to_notify = []
     for patient in patients:
-        if patient.pk in already_open:
-            continue
+        crossings = {}
         for instrument in INSTRUMENTS.values():
             own = [s for s in scores.get(patient.pk, []) if s.instrument == instrument.code]
-            measure = classify_measure(instrument, own)
-            if measure["reliable_deterioration"]:
-                reason = (
-                    f"{instrument.name} rose from {measure['first']} to {measure['last']}: a reliable deterioration "
-                    f"({instrument.reliable_change} or more points)."
+            crossing = deterioration_crossing(instrument, own)
+            if crossing is not None:
+                crossings[instrument.code] = (instrument, own[0].total, own[-1].total, crossing)
+        if not crossings:
+            continue
+        alert = open_alerts.get(patient.pk)
+        if alert is None:
+            to_notify.append(
+                alert_raise(
+                    patient=patient,
+                    kind=AlertKind.RELIABLE_DETERIORATION,
+                    severity=AlertSeverity.HIGH,
+                    reason=_deterioration_reason(crossings, named=()),
+                    occurred_at=min(c[3].administered_at for c in crossings.values()),
+                    measures=list(crossings),
                 )
-                raised.append(
-                    alert_raise(
-                        patient=patient,
-                        kind=AlertKind.RELIABLE_DETERIORATION,
-                        severity=AlertSeverity.HIGH,
-                        reason=reason,
-                        occurred_at=own[-1].administered_at,
-                    )
-                )
-                break
-    return raised
+            )
+        elif set(crossings) - set(alert.measures):
+            measures = [code for code in INSTRUMENTS if code in crossings or code in alert.measures]
+            alert.reason = _deterioration_reason(crossings, named=alert.measures)
+            alert.measures = measures
+            alert.notified_at = None  # the assigned therapists are e-mailed again
+            alert.save(update_fields=["reason", "measures", "notified_at"])
+            patient_flag_risk(patient=patient)
+            to_notify.append(alert)
+    return to_notify
+
+
+def _deterioration_reason(crossings: dict, named) -> str:
+    """'PHQ-9 rose from 8 to 15 (+7; reliable at 6 or more points) and GAD-7 rose from 5 to 9 (+4; …).'
+    A measure the open alert already named that is no longer reliably worse is still mentioned."""
+    parts = [
+        f"{instrument.name} rose from {first} to {last} (+{last - first}; reliable at "
+        f"{instrument.reliable_change} or more points)"
+        for instrument, first, last, _ in crossings.values()
+    ]
+    parts += [f"{INSTRUMENTS[code].name} earlier in this alert" for code in named if code not in crossings]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    noun = "a reliable deterioration" if len(parts) == 1 else "reliable deteriorations"
+    return f"{listed}: {noun} since the first score."
 
 
 def disengagement_alerts(*, disengaged: dict[int, tuple[date, datetime]], patients: dict[int, Patient]) -> list[Alert]:

@@ -27,6 +27,17 @@ MATRIX = {
         "/patients/p-a1/alerts/999999/acknowledge",
         [302, 404, 404, 403, 403, 404],
     ),
+    "patients/<str:player_id>/alerts/acknowledge": (
+        "POST",
+        "/patients/p-a1/alerts/acknowledge",
+        [302, 302, 404, 403, 403, 404],
+    ),
+    "patients/<str:player_id>/recommendations/<int:recommendation_id>/restore": (
+        "POST",
+        "/patients/p-a1/recommendations/999999/restore",
+        [302, 404, 404, 403, 403, 404],
+    ),
+    "alerts/": ("GET", "/alerts/", THERAPISTS_ONLY),
     "patients/<str:player_id>/risk-flag/clear": (
         "POST",
         "/patients/p-a1/risk-flag/clear",

@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from tracking.models import Clinic, IngestToken, Membership, Patient, Role
+from tracking.validators import external_id_error
 
 CLINICAL_ROLES = frozenset({Role.THERAPIST})
 
@@ -51,6 +52,8 @@ def caseload_for_user(user) -> QuerySet[Patient]:
 def patient_for_user(user, player_id: str) -> Patient:
     """The patient with this player id if the user may see its clinical detail; else 404 or 403."""
     roles = roles_of(user)
+    if external_id_error(player_id):  # no such id can exist (a NUL would not even reach the database)
+        raise Http404("No such patient.")
     patient = Patient.objects.select_related("clinic").filter(clinic_id__in=roles, player_id=player_id).first()
     if patient is None:
         raise Http404("No such patient.")
@@ -63,6 +66,8 @@ def patient_for_user(user, player_id: str) -> Patient:
 
 def patient_for_token(token: IngestToken, player_id: str) -> Patient:
     """A game server reaches the players of its own clinic only."""
+    if external_id_error(player_id):
+        raise Http404("No such patient.")
     patient = Patient.objects.select_related("clinic").filter(clinic_id=token.clinic_id, player_id=player_id).first()
     if patient is None:
         raise Http404("No such patient.")

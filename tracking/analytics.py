@@ -27,6 +27,8 @@ MARKER_TYPES: tuple[str, ...] = (
 )
 MILESTONE_FAMILIES: tuple[str, ...] = ("streak", "skills", "sessions", "breakthroughs")
 DEFAULT_APPROACH = "mindfulness"
+# Approaches as clinicians write them; the game sends lower-case names.
+APPROACH_LABELS = {"act": "ACT", "cbt": "CBT", "dbt": "DBT", "emdr": "EMDR", "mbct": "MBCT", "cft": "CFT"}
 # DESIGN does not fix a therapeutic value for milestone highlights; one constant keeps them comparable.
 MILESTONE_THERAPEUTIC_VALUE = 0.8
 VIZ_MAX_DAYS = 90
@@ -99,6 +101,9 @@ class PatientHistory:
     nth_session_started_at: Mapping[int, datetime] = field(default_factory=dict)
     nth_skill_at: Mapping[int, datetime] = field(default_factory=dict)
     nth_breakthrough_at: Mapping[int, datetime] = field(default_factory=dict)
+    # The patient's open alerts of urgent or high severity, as (severity, kind label): while there is one,
+    # reviewing it comes before any advice about engagement.
+    open_serious_alerts: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         days = [d.day for d in self.active_days]
@@ -597,12 +602,32 @@ def most_practised_approach(approaches: Mapping[str, int]) -> str | None:
     return min(practised, key=lambda item: (-item[1], item[0]))[0]
 
 
+def approach_label(name: str) -> str:
+    """'cbt' → 'CBT'; names that are not acronyms stay as they are ('mindfulness')."""
+    return APPROACH_LABELS.get(name.strip().lower(), name)
+
+
 def recommendations(summary: ProgressSummaryData, history: PatientHistory) -> list[RecommendationDraft]:
-    """The DESIGN §4 insights that apply, highest priority (1) first."""
+    """The DESIGN §4 insights that apply, highest priority (1) first. While an urgent or high alert is
+    open, "Review the open alert" heads the list and "Maintain current pace" is not offered: advice to
+    keep going must not sit beside an unreviewed crisis."""
     streak = summary.metrics.current_streak_days
     momentum = summary.therapeutic_momentum.value
     risk = summary.dropout_risk
     drafts = []
+    serious = history.open_serious_alerts
+    if serious:
+        listed = "; ".join(f"{severity}: {kind}" for severity, kind in serious)
+        drafts.append(
+            RecommendationDraft(
+                type="review_alert",
+                title="Review the open alert",
+                description="Read and acknowledge the open alert before acting on any engagement advice.",
+                priority=1,
+                reasoning=f"{len(serious)} open alert{'s' if len(serious) != 1 else ''} of urgent or high "
+                f"severity ({listed}).",
+            )
+        )
     if risk.value > 0.6:
         reasons = "; ".join(f"{label} (+{c:g})" if c > 0 else f"{label} ({c:g})" for label, c in risk.terms)
         drafts.append(
@@ -614,7 +639,7 @@ def recommendations(summary: ProgressSummaryData, history: PatientHistory) -> li
                 reasoning=f"Dropout risk score is {risk.value:g} (above 0.6): {reasons}.",
             )
         )
-    if streak >= 3 and momentum >= 0.6:
+    if streak >= 3 and momentum >= 0.6 and not serious:
         drafts.append(
             RecommendationDraft(
                 type="maintain_pace",
@@ -633,12 +658,12 @@ def recommendations(summary: ProgressSummaryData, history: PatientHistory) -> li
             approach = DEFAULT_APPROACH
         else:
             count = history.approaches_last_7_days[approach]
-            why = f"{approach} is the approach practised most in those sessions ({count} of them)"
+            why = f"{approach_label(approach)} is the approach practised most in those sessions ({count} of them)"
         drafts.append(
             RecommendationDraft(
                 type="continue_approach",
-                title=f"Continue {approach} practice",
-                description=f"Skills are being acquired quickly; build on {approach}.",
+                title=f"Continue {approach_label(approach)} practice",
+                description=f"Skills are being acquired quickly; build on {approach_label(approach)}.",
                 priority=3,
                 reasoning=f"{skills} skills acquired in the last 7 days (3 or more); {why}.",
             )

@@ -451,6 +451,29 @@ def patient_cards_read(patient: Patient) -> dict:
     return _cards(patient_read_model(patient))
 
 
+def _alerts_and_recommendations(patient: Patient, model: dict) -> dict:
+    """The alerts card (open first, most severe then oldest; the 20 latest acknowledged), the risk flag
+    and the recommendations with the dismissed ones: what a patient page shows and live updates redraw."""
+    from reports import selectors as report_selectors
+
+    alerts = list(report_selectors.alerts_for_patient(patient)[:50])
+    open_alerts = [a for a in alerts if a.acknowledged_at is None]
+    return {
+        "patient": patient,
+        "alerts": alerts,
+        "open_alerts": open_alerts,
+        "done_alerts": [a for a in alerts if a.acknowledged_at is not None][:20],
+        "recommendations": model["insights"]["recommendations"],
+        "dismissed_recommendations": selectors.dismissed_recommendations_of(patient),
+    }
+
+
+def patient_live_read(patient: Patient) -> dict:
+    """What an open patient page redraws when the patient's data or alerts changed."""
+    model = patient_read_model(patient)
+    return {**_cards(model), **_alerts_and_recommendations(patient, model), "viz": patient_viz_read(patient, 90)}
+
+
 def patient_page_read(patient: Patient) -> dict:
     """Everything the patient page shows, from the stored analytics and a few bounded reads."""
     from reports import selectors as report_selectors
@@ -470,12 +493,10 @@ def patient_page_read(patient: Patient) -> dict:
     )[::-1]
     return {
         **_cards(model),
-        "patient": patient,
+        **_alerts_and_recommendations(patient, model),
         "period_choices": (14, 30, 90),
         "activity_rows": activity_rows,
-        "recommendations": model["insights"]["recommendations"],
         "viz": viz,
         "markers": selectors.markers_timeline(patient, days=90),
-        "alerts": list(report_selectors.alerts_for_patient(patient)[:20]),
         "outcome_series": report_selectors.patient_outcome_series(patient),
     }

@@ -7,12 +7,14 @@ from zoneinfo import ZoneInfo
 
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Min, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce, Least, TruncDate
 from django.utils import timezone
 
 from reports.instruments import GAD7, PHQ9
-from reports.models import Alert, OutcomeResponse
+from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
+from reports.outcomes import reliable_change_direction
+from reports.selectors import SEVERITY_ORDER, severity_rank
 from tracking import analytics
 from tracking.access import caseload_for_user, clinics_with_role
 from tracking.models import (
@@ -27,18 +29,23 @@ from tracking.models import (
     Role,
     TherapySession,
 )
+from tracking.validators import text_error
 
 
 @dataclass(frozen=True)
 class CaseloadQuery:
-    """What the therapist asked the caseload for: a sort key, filters, a player-id search."""
+    """What the therapist asked the caseload for: a sort key, filters, a player-id search. The default
+    order is what needs attention first: the highest open alert severity, then the risk flag, then the
+    dropout risk."""
 
-    sort: str = "player_id"
+    sort: str = "attention"
     descending: bool = False
     filters: frozenset[str] = frozenset()
     search: str = ""
 
+    # key → the fields it orders by, ascending (a "-key" sort reverses them all)
     SORTS = {
+        "attention": (),
         "player_id": ("player_id",),
         "last_active": ("summary__last_active_day",),
         "streak": ("summary__current_streak_days",),
@@ -46,9 +53,11 @@ class CaseloadQuery:
         "risk": ("summary__dropout_risk_score",),
         "phq9": ("phq9_last",),
         "gad7": ("gad7_last",),
-        "alerts": ("open_alerts",),
+        "alerts": ("alert_level", "open_alerts"),
         "flag": ("risk_flag",),
     }
+    # Columns of risk: their first click puts the riskiest first.
+    RISK_FIRST = frozenset({"risk", "alerts", "flag"})
     FILTERS = {
         "at_risk": "At risk",
         "inactive_7d": "Not active for 7 days",
@@ -57,17 +66,23 @@ class CaseloadQuery:
 
     @classmethod
     def from_params(cls, params, search: str = "") -> "CaseloadQuery":
-        raw = params.get("sort", "player_id")
+        raw = params.get("sort", "attention")
         descending = raw.startswith("-")
         sort = raw.lstrip("-")
         if sort not in cls.SORTS:
-            sort, descending = "player_id", False
+            sort, descending = "attention", False
         filters = frozenset(f for f in params.getlist("filter") if f in cls.FILTERS)
-        return cls(sort=sort, descending=descending, filters=filters, search=search.strip()[:128])
+        search = search.strip()[:128]
+        return cls(sort=sort, descending=descending, filters=filters, search="" if text_error(search) else search)
 
 
 DROPOUT_HIGH = 0.6  # above this the service recommends shorter, more frequent sessions (DESIGN §4)
 DROPOUT_MEDIUM = 0.3
+ATTENTION_ORDER = (
+    F("alert_level").desc(),
+    F("risk_flag").desc(),
+    F("summary__dropout_risk_score").desc(nulls_last=True),
+)
 
 
 def _latest_total(instrument: str, last: bool):
@@ -77,19 +92,36 @@ def _latest_total(instrument: str, last: bool):
     return Subquery(responses.order_by(*order).values("total")[:1])
 
 
+def _score_count(instrument: str):
+    responses = OutcomeResponse.objects.filter(patient=OuterRef("pk"), instrument=instrument).order_by()
+    return Coalesce(Subquery(responses.values("patient").annotate(n=Count("pk")).values("n")[:1]), 0)
+
+
+def _open_alerts():
+    return Alert.objects.filter(patient=OuterRef("pk"), acknowledged_at__isnull=True)
+
+
 def caseload_rows(user, query: CaseloadQuery | None = None) -> QuerySet[Patient]:
     """The therapist's patients with everything the caseload shows, in one query (the stored analytics
-    summary, first and latest questionnaire totals, open alerts)."""
+    summary, first and latest questionnaire totals and their counts, open alerts: how many, the most
+    severe, and whether one is a PHQ-9 item 9 alert)."""
     query = query or CaseloadQuery()
+    most_severe = _open_alerts().annotate(rank=severity_rank()).order_by("rank").values("rank")[:1]
     rows = (
         caseload_for_user(user)
         .select_related("clinic", "summary")
         .annotate(
             phq9_first=_latest_total(PHQ9.code, last=False),
             phq9_last=_latest_total(PHQ9.code, last=True),
+            phq9_count=_score_count(PHQ9.code),
             gad7_first=_latest_total(GAD7.code, last=False),
             gad7_last=_latest_total(GAD7.code, last=True),
+            gad7_count=_score_count(GAD7.code),
             open_alerts=Count("alerts", filter=Q(alerts__acknowledged_at__isnull=True), distinct=True),
+            open_rank=Subquery(most_severe),
+            # urgent 3, high 2, moderate 1, no open alert 0: "more is worse", for sorting
+            alert_level=Coalesce(len(SEVERITY_ORDER) - F("open_rank"), 0),
+            open_item9=Exists(_open_alerts().filter(kind=AlertKind.ITEM9)),
         )
     )
     if query.search:
@@ -104,6 +136,8 @@ def caseload_rows(user, query: CaseloadQuery | None = None) -> QuerySet[Patient]
             Q(phq9_last__gte=F("phq9_first") + PHQ9.reliable_change)
             | Q(gad7_last__gte=F("gad7_first") + GAD7.reliable_change)
         )
+    if query.sort == "attention":
+        return rows.order_by(*ATTENTION_ORDER, "player_id")
     order = [
         F(field).desc(nulls_last=True) if query.descending else F(field).asc(nulls_last=True)
         for field in CaseloadQuery.SORTS[query.sort]
@@ -115,8 +149,9 @@ def caseload_rows(user, query: CaseloadQuery | None = None) -> QuerySet[Patient]
 class MeasureCell:
     last: int
     band: str
+    count: int  # scores on this measure
     change: int | None  # since the first score; None with one score
-    reliable: str | None  # "improvement" | "deterioration" | None
+    reliable: str | None  # "improvement" | "deterioration" | None: reliable change from the first score
 
 
 @dataclass(frozen=True)
@@ -125,14 +160,24 @@ class DropoutCell:
     level: str  # "low" | "medium" | "high"
 
 
-def _measure_cell(instrument, first: int | None, last: int | None) -> MeasureCell | None:
+@dataclass(frozen=True)
+class AlertCell:
+    open: int
+    severity: str  # the most severe open alert's
+    item9: bool  # one of them is a PHQ-9 item 9 alert
+
+
+def _measure_cell(instrument, first: int | None, last: int | None, count: int) -> MeasureCell | None:
     if last is None:
         return None
-    change = last - first if first is not None else None
-    reliable = None
-    if change is not None and abs(change) >= instrument.reliable_change:
-        reliable = "deterioration" if change > 0 else "improvement"
-    return MeasureCell(last=last, band=instrument.band(last), change=change, reliable=reliable)
+    change = last - first if count >= 2 and first is not None else None
+    return MeasureCell(
+        last=last,
+        band=instrument.band(last),
+        count=count,
+        change=change,
+        reliable=reliable_change_direction(instrument, change),
+    )
 
 
 def dropout_cell(score: float | None) -> DropoutCell | None:
@@ -148,15 +193,35 @@ def caseload_page(user, query: CaseloadQuery, page_number, per_page: int = 25):
     for patient in page.object_list:
         summary = getattr(patient, "summary", None)
         patient.dropout = dropout_cell(summary.dropout_risk_score if summary else None)
-        patient.phq9 = _measure_cell(PHQ9, patient.phq9_first, patient.phq9_last)
-        patient.gad7 = _measure_cell(GAD7, patient.gad7_first, patient.gad7_last)
+        patient.phq9 = _measure_cell(PHQ9, patient.phq9_first, patient.phq9_last, patient.phq9_count)
+        patient.gad7 = _measure_cell(GAD7, patient.gad7_first, patient.gad7_last, patient.gad7_count)
+        patient.alert_cell = (
+            AlertCell(patient.open_alerts, SEVERITY_ORDER[patient.open_rank], patient.open_item9)
+            if patient.open_alerts
+            else None
+        )
     return page
+
+
+def _first_data_at():
+    """When the patient's first data happened: the earliest session start or questionnaire, else when we
+    first heard of them (history posted late is earlier than the patient's row)."""
+    first_session = TherapySession.objects.filter(patient=OuterRef("pk")).order_by("started_at").values("started_at")
+    first_response = OutcomeResponse.objects.filter(patient=OuterRef("pk")).order_by("administered_at")
+    session_at = Subquery(first_session[:1])
+    response_at = Subquery(first_response.values("administered_at")[:1])
+    return Least(
+        Coalesce(session_at, response_at, F("created_at")),
+        Coalesce(response_at, session_at, F("created_at")),
+        F("created_at"),
+    )
 
 
 def clinic_patient_rows(user) -> QuerySet[Patient]:
     """For clinic admins: identifiers and assignment only, no clinical detail."""
     return (
         Patient.objects.filter(clinic__in=clinics_with_role(user, Role.CLINIC_ADMIN))
+        .annotate(first_seen_at=_first_data_at())
         .select_related("clinic")
         .prefetch_related("assignments__therapist")
         .order_by("clinic__name", "player_id")
@@ -234,13 +299,33 @@ def patient_histories(
     by_zone: dict[str, list[Patient]] = defaultdict(list)
     for patient in patients:
         by_zone[patient.tz_name].append(patient)
+    serious = open_serious_alerts([p.pk for p in patients])
     histories = {}
     for tz_name, group in by_zone.items():
-        histories.update(_zone_histories(tz_name, group, stored, today or local_today(tz_name)))
+        histories.update(_zone_histories(tz_name, group, stored, today or local_today(tz_name), serious))
     return histories
 
 
-def _zone_histories(tz_name: str, patients: list[Patient], stored, today: date) -> dict[int, analytics.PatientHistory]:
+def open_serious_alerts(patient_ids) -> dict[int, tuple[tuple[str, str], ...]]:
+    """patient → its open urgent and high alerts as (severity, kind label), most severe first: one query."""
+    result: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    rows = (
+        Alert.objects.filter(
+            patient_id__in=patient_ids,
+            acknowledged_at__isnull=True,
+            severity__in=[AlertSeverity.URGENT, AlertSeverity.HIGH],
+        )
+        .order_by("patient_id", severity_rank(), "occurred_at", "pk")
+        .values_list("patient_id", "severity", "kind")
+    )
+    for patient_id, severity, kind in rows:
+        result[patient_id].append((severity, AlertKind(kind).label))
+    return {pid: tuple(alerts) for pid, alerts in result.items()}
+
+
+def _zone_histories(
+    tz_name: str, patients: list[Patient], stored, today: date, serious_alerts: dict
+) -> dict[int, analytics.PatientHistory]:
     tzinfo = ZoneInfo(tz_name)
     ids = [p.pk for p in patients]
     days: dict[int, list[analytics.ActiveDay]] = defaultdict(list)
@@ -312,6 +397,7 @@ def _zone_histories(tz_name: str, patients: list[Patient], stored, today: date) 
             markers_recent=recent[pid],
             skills_last_7_days=skills_week[pid],
             approaches_last_7_days=dict(approaches[pid]),
+            open_serious_alerts=serious_alerts.get(pid, ()),
             **nth,
         )
     return histories
@@ -410,6 +496,15 @@ def highlights_of(patient: Patient, limit: int = 50) -> list[dict]:
     return [{**h, "achieved_at": h["achieved_at"].isoformat()} for h in rows]
 
 
+def dismissed_recommendations_of(patient: Patient) -> list[Recommendation]:
+    """Recommendations that still apply but a therapist dismissed, latest first (with who did it)."""
+    return list(
+        Recommendation.objects.filter(patient=patient, dismissed=True, expires_at__isnull=True)
+        .select_related("dismissed_by")
+        .order_by("-dismissed_at", "pk")
+    )
+
+
 def active_recommendations_of(patient: Patient) -> list[dict]:
     rows = (
         Recommendation.objects.filter(patient=patient, dismissed=False, expires_at__isnull=True)
@@ -443,21 +538,3 @@ def markers_timeline(patient: Patient, days: int) -> dict:
         for r in reversed(rows)
     ]
     return {"types": MarkerType.values, "points": points, "truncated": len(rows) == MARKER_TIMELINE_LIMIT}
-
-
-def alert_inbox(user, limit: int = 5) -> dict:
-    """Open alerts of the therapist's caseload: how many, and the most recent few (ids and kinds only)."""
-    open_alerts = Alert.objects.filter(patient__in=caseload_for_user(user), acknowledged_at__isnull=True)
-    latest = open_alerts.select_related("patient").order_by("-occurred_at", "-pk")[:limit]
-    return {
-        "open": open_alerts.count(),
-        "latest": [
-            {
-                "player_id": a.patient.player_id,
-                "kind": a.get_kind_display(),
-                "severity": a.severity,
-                "occurred_at": a.occurred_at.isoformat(),
-            }
-            for a in latest
-        ],
-    }

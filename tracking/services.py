@@ -274,3 +274,16 @@ def recommendation_dismiss(*, recommendation: Recommendation, user) -> Recommend
         recommendation.save(update_fields=["dismissed", "dismissed_at", "dismissed_by", "updated_at"])
         forget_read_model(recommendation.patient)
     return recommendation
+
+
+def recommendation_restore(*, recommendation: Recommendation) -> Recommendation:
+    """Undoes a dismissal: the recommendation is shown again while its condition holds."""
+    from tracking.progress import forget_read_model
+
+    if recommendation.dismissed:
+        recommendation.dismissed = False
+        recommendation.dismissed_at = None
+        recommendation.dismissed_by = None
+        recommendation.save(update_fields=["dismissed", "dismissed_at", "dismissed_by", "updated_at"])
+        forget_read_model(recommendation.patient)
+    return recommendation

@@ -11,11 +11,13 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from reports import selectors as report_selectors
 from reports import services as report_services
 from reports.models import Alert
 from tracking import access, live, progress, selectors, services
 from tracking.middleware import passive_session
 from tracking.models import Recommendation, Role
+from tracking.validators import text_error
 
 SEARCH_SESSION_KEY = "caseload_search"
 
@@ -47,6 +49,10 @@ def caseload_search(request):
     """Keeps the search term in the session, so player ids never appear in a URL's query string."""
     access.require_role(request.user, [Role.THERAPIST])
     term = "" if request.POST.get("clear") else request.POST.get("q", "").strip()[:128]
+    problem = text_error(term)
+    if problem:
+        messages.error(request, f"Search: {problem}")
+        term = ""
     request.session[SEARCH_SESSION_KEY] = term
     return redirect("caseload")
 
@@ -61,7 +67,17 @@ def recommendation_dismiss(request, player_id: str, recommendation_id: int):
     patient = access.patient_for_user(request.user, player_id)
     recommendation = get_object_or_404(Recommendation, pk=recommendation_id, patient=patient)
     services.recommendation_dismiss(recommendation=recommendation, user=request.user)
-    messages.success(request, f"Recommendation “{recommendation.title}” dismissed.")
+    messages.success(request, f"Recommendation “{recommendation.title}” dismissed. Undo it below.")
+    return redirect(reverse("patient", args=[player_id]) + "#recommendations")
+
+
+@require_POST
+def recommendation_restore(request, player_id: str, recommendation_id: int):
+    """Undo of a dismissal."""
+    patient = access.patient_for_user(request.user, player_id)
+    recommendation = get_object_or_404(Recommendation, pk=recommendation_id, patient=patient)
+    services.recommendation_restore(recommendation=recommendation)
+    messages.success(request, f"Recommendation “{recommendation.title}” is shown again.")
     return redirect(reverse("patient", args=[player_id]) + "#recommendations")
 
 
@@ -101,24 +117,66 @@ def patient_live(request, player_id: str):
 def patient_live_data(request, player_id: str):
     """What an open patient page redraws when its data changed: the activity series and the cards."""
     patient = access.patient_for_user(request.user, player_id)
-    context = progress.patient_cards_read(patient)
-    cards = render_to_string("tracking/_summary_cards.html", context, request=request)
-    return JsonResponse({"viz": progress.patient_viz_read(patient, 90), "cards_html": cards})
+    context = progress.patient_live_read(patient)
+    parts = {
+        "cards_html": "tracking/_summary_cards.html",
+        "alerts_html": "tracking/_alerts_card.html",
+        "risk_flag_html": "tracking/_risk_flag.html",
+        "recommendations_html": "tracking/_recommendations.html",
+    }
+    html = {key: render_to_string(name, context, request=request) for key, name in parts.items()}
+    return JsonResponse({"viz": context["viz"], **html})
 
 
 @passive_session
 def live_inbox(request):
     access.require_role(request.user, [Role.THERAPIST])
-    return JsonResponse(selectors.alert_inbox(request.user))
+    return JsonResponse(report_selectors.alert_inbox(request.user))
+
+
+def alerts_list(request):
+    """The therapist's alerts, open ones most severe first, with filters."""
+    access.require_role(request.user, [Role.THERAPIST])
+    query = report_selectors.AlertQuery.from_params(request.GET)
+    page = Paginator(report_selectors.therapist_alerts(request.user, query), 50).get_page(request.GET.get("page"))
+    return render(request, "tracking/alerts.html", {"page": page, "query": query, **report_selectors.ALERT_FILTERS})
 
 
 @require_POST
 def alert_acknowledge(request, player_id: str, alert_id: int):
     patient = access.patient_for_user(request.user, player_id)
     alert = get_object_or_404(Alert, pk=alert_id, patient=patient)
-    report_services.alert_acknowledge(alert=alert, user=request.user, note=request.POST.get("note", "")[:2000])
-    messages.success(request, "Alert acknowledged.")
-    return redirect(reverse("patient", args=[player_id]) + "#alerts")
+    return _acknowledge(request, patient, [alert.pk])
+
+
+@require_POST
+def alerts_acknowledge(request, player_id: str):
+    """Several open alerts of one patient, acknowledged together with one note."""
+    patient = access.patient_for_user(request.user, player_id)
+    ids = [int(v) for v in request.POST.getlist("alert") if v.isdigit()]
+    if not ids:
+        messages.error(request, "Select the alerts to acknowledge.")
+        return redirect(reverse("patient", args=[player_id]) + "#alerts")
+    return _acknowledge(request, patient, ids)
+
+
+def _acknowledge(request, patient, alert_ids: list[int]):
+    try:
+        done = report_services.alerts_acknowledge(
+            patient=patient, alert_ids=alert_ids, user=request.user, note=request.POST.get("note", "")
+        )
+    except ValidationError as error:
+        messages.error(request, "Note: " + " ".join(error.messages))
+    else:
+        n = len(done)
+        messages.success(request, "Alert acknowledged." if n == 1 else f"{n} alerts acknowledged.")
+    return redirect(_next_or(request, reverse("patient", args=[patient.player_id]) + "#alerts"))
+
+
+def _next_or(request, default: str) -> str:
+    """Where a form asked to go back to (a path on this site only), else `default`."""
+    target = request.POST.get("next", "")
+    return target if target.startswith("/") and not target.startswith("//") else default
 
 
 @require_POST

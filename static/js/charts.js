@@ -140,20 +140,20 @@
     traces.push({
       type: "scatter",
       mode: "markers",
-      name: "▼ Reliable improvement (" + data.reliable_change + "+ down from previous)",
+      name: "▼ Reliable improvement (" + data.reliable_change + "+ down from first)",
       x: improved.x,
       y: improved.y,
       marker: { symbol: "triangle-down", size: 15, color: IMPROVEMENT_COLOUR, line: { color: "#ffffff", width: 1 } },
-      hovertemplate: "%{x}<br>Reliable improvement from the previous score<extra></extra>",
+      hovertemplate: "%{x}<br>Reliable improvement from the first score<extra></extra>",
     });
     traces.push({
       type: "scatter",
       mode: "markers",
-      name: "▲ Reliable deterioration (" + data.reliable_change + "+ up from previous)",
+      name: "▲ Reliable deterioration (" + data.reliable_change + "+ up from first)",
       x: worsened.x,
       y: worsened.y,
       marker: { symbol: "triangle-up", size: 15, color: DETERIORATION_COLOUR, line: { color: "#ffffff", width: 1 } },
-      hovertemplate: "%{x}<br>Reliable deterioration from the previous score<extra></extra>",
+      hovertemplate: "%{x}<br>Reliable deterioration from the first score<extra></extra>",
     });
 
     var annotations = [];

@@ -34,8 +34,15 @@
         document.getElementById(chart.getAttribute("data-chart-data")).textContent = JSON.stringify(data.viz);
         window.ProgressCharts.draw(chart);
       }
-      var cards = document.getElementById("summary-cards");
-      if (cards && data.cards_html) cards.innerHTML = data.cards_html;  // server-rendered, escaped
+      // Server-rendered and escaped: the cards, the alerts card, the risk-flag banner, the recommendations.
+      // A form the therapist is typing in is left alone until the next update.
+      [["summary-cards", "cards_html"], ["alerts-region", "alerts_html"], ["risk-flag-region", "risk_flag_html"],
+        ["recommendations", "recommendations_html"]].forEach(function (pair) {
+        var region = document.getElementById(pair[0]);
+        if (!region || data[pair[1]] === undefined) return;
+        if (region.contains(document.activeElement) && document.activeElement.matches("input, textarea")) return;
+        region.innerHTML = data[pair[1]];
+      });
       setStatus("Live updates on · new activity received " + new Date().toLocaleTimeString());
     }).catch(function () {
       setStatus("Live updates paused: reload the page to see new data.");
@@ -47,11 +54,23 @@
     getJSON(inbox.getAttribute("data-inbox-url")).then(function (data) {
       var count = document.getElementById("inbox-count");
       count.textContent = String(data.open);
+      var worst = ["urgent", "high", "moderate"].filter(function (s) { return data.counts[s] > 0; })[0];
       inbox.classList.toggle("inbox--alerting", data.open > 0);
+      inbox.setAttribute("data-severity", worst || "none");
+      var counts = document.getElementById("inbox-counts");
+      counts.textContent = "";
+      ["urgent", "high", "moderate"].forEach(function (severity) {
+        var chip = document.createElement("span");
+        chip.className = "badge badge--" + severity;
+        chip.textContent = data.counts[severity] + " " + severity;
+        counts.appendChild(chip);
+        counts.appendChild(document.createTextNode(" "));
+      });
       var list = document.getElementById("inbox-list");
       list.textContent = "";
       data.latest.forEach(function (alert) {
         var item = document.createElement("li");
+        item.setAttribute("data-severity", alert.severity);
         var link = document.createElement("a");
         link.href = "/patients/" + encodeURIComponent(alert.player_id) + "/#alerts";
         link.textContent = alert.severity.toUpperCase() + " · " + alert.player_id + " · " + alert.kind;
@@ -69,10 +88,18 @@
   if (inbox) {
     var button = inbox.querySelector("button");
     var panel = document.getElementById("inbox-panel");
+    function setOpen(open) {
+      button.setAttribute("aria-expanded", open ? "true" : "false");
+      panel.hidden = !open;
+    }
     button.addEventListener("click", function () {
-      var open = button.getAttribute("aria-expanded") === "true";
-      button.setAttribute("aria-expanded", open ? "false" : "true");
-      panel.hidden = open;
+      setOpen(button.getAttribute("aria-expanded") !== "true");
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && !panel.hidden) {
+        setOpen(false);
+        button.focus();
+      }
     });
     refreshInbox();
   }

@@ -80,15 +80,16 @@ def test_patient_outcome_chart_draws_every_score(page, live_server, therapist_a,
 
     phq = page.evaluate(TRACES, "phq9")
     assert by_name(phq, "PHQ-9 total")["x"] == by_name(phq, "PHQ-9 total")["y"] == 5
-    assert by_name(phq, "▼ Reliable improvement (6+ down from previous)")["x"] == 2  # 17 → 9, 12 → 5
-    assert by_name(phq, "▲ Reliable deterioration (6+ up from previous)")["x"] == 0
+    # Reliable change is from the first score (19): 9, 12 and 5 are 6 or more below it.
+    assert by_name(phq, "▼ Reliable improvement (6+ down from first)")["x"] == 3
+    assert by_name(phq, "▲ Reliable deterioration (6+ up from first)")["x"] == 0
     assert by_name(phq, "◆ Item 9 answered above 0")["x"] == 1
     answers = by_name(phq, "Item 9 answers")
     assert answers["x"] == 5 and answers["text"] == ["0", "<b>◆1</b>", "0", "–", "0"]
 
     gad = page.evaluate(TRACES, "gad7")
     assert by_name(gad, "GAD-7 total")["x"] == 3
-    assert by_name(gad, "▼ Reliable improvement (4+ down from previous)")["x"] == 2  # 15 → 11, 11 → 6
+    assert by_name(gad, "▼ Reliable improvement (4+ down from first)")["x"] == 2  # 15 → 11, 15 → 6
     assert not any(t["name"].startswith("◆") for t in gad)
 
     # Severity bands shaded and the caseness line drawn, with their names in text.

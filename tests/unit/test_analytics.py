@@ -549,8 +549,9 @@ def test_shorter_sessions_reasoning_lists_the_terms():
     ("skills", "approaches", "title", "reason"),
     [
         (2, {"cbt": 2}, None, None),
-        (3, {"cbt": 2, "mindfulness": 2, "act": 1}, "Continue cbt practice", "cbt is the approach practised most"),
-        (4, {"act": 3, "cbt": 1}, "Continue act practice", "(3 of them)"),
+        # Approaches are named as clinicians write them (CBT, ACT).
+        (3, {"cbt": 2, "mindfulness": 2, "act": 1}, "Continue CBT practice", "CBT is the approach practised most"),
+        (4, {"act": 3, "cbt": 1}, "Continue ACT practice", "(3 of them)"),
         (3, {}, "Continue mindfulness practice", "the default (mindfulness)"),
         (3, {"cbt": 0}, "Continue mindfulness practice", "the default (mindfulness)"),
     ],
