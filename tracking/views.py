@@ -153,7 +153,7 @@ def alert_acknowledge(request, player_id: str, alert_id: int):
 def alerts_acknowledge(request, player_id: str):
     """Several open alerts of one patient, acknowledged together with one note."""
     patient = access.patient_for_user(request.user, player_id)
-    ids = [int(v) for v in request.POST.getlist("alert") if v.isdigit()]
+    ids = [int(v) for v in request.POST.getlist("alert") if v.isascii() and v.isdigit() and len(v) <= 18]
     if not ids:
         messages.error(request, "Select the alerts to acknowledge.")
         return redirect(reverse("patient", args=[player_id]) + "#alerts")
@@ -169,14 +169,11 @@ def _acknowledge(request, patient, alert_ids: list[int]):
         messages.error(request, "Note: " + " ".join(error.messages))
     else:
         n = len(done)
-        messages.success(request, "Alert acknowledged." if n == 1 else f"{n} alerts acknowledged.")
-    return redirect(_next_or(request, reverse("patient", args=[patient.player_id]) + "#alerts"))
-
-
-def _next_or(request, default: str) -> str:
-    """Where a form asked to go back to (a path on this site only), else `default`."""
-    target = request.POST.get("next", "")
-    return target if target.startswith("/") and not target.startswith("//") else default
+        if n == 0:
+            messages.info(request, "Already acknowledged: nothing changed.")
+        else:
+            messages.success(request, "Alert acknowledged." if n == 1 else f"{n} alerts acknowledged.")
+    return redirect(reverse("patient", args=[patient.player_id]) + "#alerts")
 
 
 @require_POST
