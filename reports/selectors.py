@@ -89,7 +89,7 @@ def _caseload_alerts(user) -> QuerySet[Alert]:
 def therapist_alerts(user, query: AlertQuery) -> QuerySet[Alert]:
     """The alerts of the therapist's caseload for `/alerts/`: open ones most severe first, then oldest
     first (what waits longest comes first); acknowledged ones latest first."""
-    alerts = _caseload_alerts(user).select_related("patient", "acknowledged_by").annotate(rank=severity_rank())
+    alerts = _caseload_alerts(user).select_related("patient__clinic", "acknowledged_by").annotate(rank=severity_rank())
     if query.severity:
         alerts = alerts.filter(severity=query.severity)
     if query.kind:

@@ -210,9 +210,10 @@ def _first_data_at():
     first_response = OutcomeResponse.objects.filter(patient=OuterRef("pk")).order_by("administered_at")
     session_at = Subquery(first_session[:1])
     response_at = Subquery(first_response.values("administered_at")[:1])
-    return Least(
-        Coalesce(session_at, response_at, F("created_at")),
-        Coalesce(response_at, session_at, F("created_at")),
+    # The row's creation time only when there is no data at all: a patient provisioned before playing
+    # was first seen at their first session or questionnaire, not when the row was made.
+    return Coalesce(
+        Least(Coalesce(session_at, response_at), Coalesce(response_at, session_at)),
         F("created_at"),
     )
 
