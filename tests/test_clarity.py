@@ -19,7 +19,7 @@ from tests.factories import (
 from tests.test_alerts import crisis
 from tracking import progress
 from tracking.models import Patient, ProgressHighlight, Recommendation
-from tracking.selectors import open_serious_alerts
+from tracking.selectors import open_alerts_by_patient
 
 
 def insights(client, patient) -> list[dict]:
@@ -86,7 +86,7 @@ def test_a_moderate_alert_alone_does_not_ask_for_a_review(api, patient_a):
     assert types(insights(api, patient_a)) == ["maintain_pace"]
 
 
-def test_open_serious_alerts_are_urgent_and_high_open_ones_most_severe_first(api, therapist_a, patients_a):
+def test_the_recompute_reads_open_alerts_most_severe_first(api, therapist_a, patients_a):
     a1, a2, a3 = patients_a
     crisis(api, a1.player_id, "m", level="moderate")
     crisis(api, a1.player_id, "h", level="high")
@@ -94,8 +94,10 @@ def test_open_serious_alerts_are_urgent_and_high_open_ones_most_severe_first(api
     done = crisis(api, a2.player_id, "done", level="urgent")
     crisis(api, a3.player_id, "m3", level="moderate")
     logged_in(therapist_a).post(f"/patients/{a2.player_id}/alerts/{done.pk}/acknowledge")
-    assert open_serious_alerts([a1.pk, a2.pk, a3.pk]) == {
-        a1.pk: (("urgent", "Crisis signal from the game"), ("high", "Crisis signal from the game"))
+    signal = "Crisis signal from the game"
+    assert open_alerts_by_patient([a1.pk, a2.pk, a3.pk]) == {
+        a1.pk: (("urgent", signal), ("high", signal), ("moderate", signal)),
+        a3.pk: (("moderate", signal),),
     }
 
 

@@ -27,6 +27,8 @@ MARKER_TYPES: tuple[str, ...] = (
 )
 MILESTONE_FAMILIES: tuple[str, ...] = ("streak", "skills", "sessions", "breakthroughs")
 DEFAULT_APPROACH = "mindfulness"
+# Open alerts of these severities put "Review the open alert" first and hold back "Maintain current pace".
+SERIOUS_ALERT_SEVERITIES = frozenset({"urgent", "high"})
 # Approaches as clinicians write them; the game sends lower-case names.
 APPROACH_LABELS = {"act": "ACT", "cbt": "CBT", "dbt": "DBT", "emdr": "EMDR", "mbct": "MBCT", "cft": "CFT"}
 # DESIGN does not fix a therapeutic value for milestone highlights; one constant keeps them comparable.
@@ -101,9 +103,9 @@ class PatientHistory:
     nth_session_started_at: Mapping[int, datetime] = field(default_factory=dict)
     nth_skill_at: Mapping[int, datetime] = field(default_factory=dict)
     nth_breakthrough_at: Mapping[int, datetime] = field(default_factory=dict)
-    # The patient's open alerts of urgent or high severity, as (severity, kind label): while there is one,
-    # reviewing it comes before any advice about engagement.
-    open_serious_alerts: tuple[tuple[str, str], ...] = ()
+    # The patient's open alerts as (severity, kind label), most severe first: while one of urgent or high
+    # severity is open, reviewing it comes before any advice about engagement.
+    open_alerts: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         days = [d.day for d in self.active_days]
@@ -615,7 +617,7 @@ def recommendations(summary: ProgressSummaryData, history: PatientHistory) -> li
     momentum = summary.therapeutic_momentum.value
     risk = summary.dropout_risk
     drafts = []
-    serious = history.open_serious_alerts
+    serious = [(severity, kind) for severity, kind in history.open_alerts if severity in SERIOUS_ALERT_SEVERITIES]
     if serious:
         listed = "; ".join(f"{severity}: {kind}" for severity, kind in serious)
         drafts.append(

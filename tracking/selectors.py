@@ -12,7 +12,7 @@ from django.db.models.functions import Coalesce, Least, TruncDate
 from django.utils import timezone
 
 from reports.instruments import GAD7, PHQ9
-from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
+from reports.models import Alert, AlertKind, OutcomeResponse
 from reports.outcomes import reliable_change_direction
 from reports.selectors import SEVERITY_ORDER, severity_rank
 from tracking import analytics
@@ -300,22 +300,18 @@ def patient_histories(
     by_zone: dict[str, list[Patient]] = defaultdict(list)
     for patient in patients:
         by_zone[patient.tz_name].append(patient)
-    serious = open_serious_alerts([p.pk for p in patients])
+    open_alerts = open_alerts_by_patient([p.pk for p in patients])
     histories = {}
     for tz_name, group in by_zone.items():
-        histories.update(_zone_histories(tz_name, group, stored, today or local_today(tz_name), serious))
+        histories.update(_zone_histories(tz_name, group, stored, today or local_today(tz_name), open_alerts))
     return histories
 
 
-def open_serious_alerts(patient_ids) -> dict[int, tuple[tuple[str, str], ...]]:
-    """patient → its open urgent and high alerts as (severity, kind label), most severe first: one query."""
+def open_alerts_by_patient(patient_ids) -> dict[int, tuple[tuple[str, str], ...]]:
+    """patient → its open alerts as (severity, kind label), most severe then oldest first: one query."""
     result: dict[int, list[tuple[str, str]]] = defaultdict(list)
     rows = (
-        Alert.objects.filter(
-            patient_id__in=patient_ids,
-            acknowledged_at__isnull=True,
-            severity__in=[AlertSeverity.URGENT, AlertSeverity.HIGH],
-        )
+        Alert.objects.filter(patient_id__in=patient_ids, acknowledged_at__isnull=True)
         .order_by("patient_id", severity_rank(), "occurred_at", "pk")
         .values_list("patient_id", "severity", "kind")
     )
@@ -325,7 +321,7 @@ def open_serious_alerts(patient_ids) -> dict[int, tuple[tuple[str, str], ...]]:
 
 
 def _zone_histories(
-    tz_name: str, patients: list[Patient], stored, today: date, serious_alerts: dict
+    tz_name: str, patients: list[Patient], stored, today: date, open_alerts: dict
 ) -> dict[int, analytics.PatientHistory]:
     tzinfo = ZoneInfo(tz_name)
     ids = [p.pk for p in patients]
@@ -398,7 +394,7 @@ def _zone_histories(
             markers_recent=recent[pid],
             skills_last_7_days=skills_week[pid],
             approaches_last_7_days=dict(approaches[pid]),
-            open_serious_alerts=serious_alerts.get(pid, ()),
+            open_alerts=open_alerts.get(pid, ()),
             **nth,
         )
     return histories

@@ -20,11 +20,9 @@ URGENT_ITEM9 = ("urgent", "PHQ-9 item 9 answered above 0")
 HIGH_DETERIORATION = ("high", "Reliable deterioration")
 
 
-def history(open_serious_alerts=(), **fields) -> PatientHistory:
+def history(open_alerts=(), **fields) -> PatientHistory:
     day = ActiveDay(TODAY, 1, 20.0, datetime.combine(TODAY, time(9), tzinfo=UTC))
-    return PatientHistory(
-        today=TODAY, timezone="UTC", active_days=(day,), open_serious_alerts=open_serious_alerts, **fields
-    )
+    return PatientHistory(today=TODAY, timezone="UTC", active_days=(day,), open_alerts=open_alerts, **fields)
 
 
 def summary_with(*, streak: int = 0, momentum: float = 0.3, risk: float = 0.0):
@@ -69,11 +67,19 @@ def test_review_alert_heads_the_list_even_beside_other_priority_1_advice():
     assert [d.priority for d in drafts] == [1, 1, 3]
 
 
-def test_no_open_serious_alert_no_review_alert_and_maintain_pace_again():
-    # What a moderate alert alone (or an acknowledged one) gives the rule: no open urgent or high alert.
-    drafts = recommendations(summary_with(streak=3, momentum=0.6), history(()))
-    assert "review_alert" not in types(drafts)
+@pytest.mark.parametrize(
+    "alerts", [(), (("moderate", "Disengagement"),), (("moderate", "Crisis signal from the game"),)]
+)
+def test_no_open_urgent_or_high_alert_no_review_alert_and_maintain_pace_again(alerts):
+    # No open alert, or only moderate ones: the engagement advice stands.
+    drafts = recommendations(summary_with(streak=3, momentum=0.6), history(alerts))
     assert types(drafts) == ["maintain_pace"]
+
+
+def test_only_the_urgent_and_high_alerts_are_listed_in_the_reasoning():
+    alerts = (URGENT_CRISIS, ("moderate", "Disengagement"))
+    (review,) = recommendations(summary_with(), history(alerts))
+    assert review.reasoning == "1 open alert of urgent or high severity (urgent: Crisis signal from the game)."
 
 
 def test_one_alert_is_not_pluralised_and_two_are():
