@@ -264,8 +264,8 @@ def deterioration_alerts(*, patients: list[Patient]) -> list[Alert]:
             measures = [code for code in INSTRUMENTS if code in crossings or code in alert.measures]
             alert.reason = _deterioration_reason(crossings, named=alert.measures)
             alert.measures = measures
-            alert.notified_at = None  # the assigned therapists are e-mailed again
-            alert.save(update_fields=["reason", "measures", "notified_at"])
+            alert.notified_at = alert.notify_retry_at = None  # the assigned therapists are e-mailed again, now
+            alert.save(update_fields=["reason", "measures", "notified_at", "notify_retry_at"])
             patient_flag_risk(patient=patient)
             to_notify.append(alert)
     return to_notify
