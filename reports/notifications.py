@@ -45,14 +45,7 @@ def _link(alert: Alert) -> str:
     try:
         return site + reverse("patient", args=[alert.patient.player_id]) + "#alerts"
     except NoReverseMatch:  # an id no URL can carry (a "/"): the therapist's alerts page lists it
-        return site + _alerts_path()
-
-
-def _alerts_path() -> str:
-    try:
-        return reverse("alerts")
-    except NoReverseMatch:  # a configuration without the page's name: its stable path (DESIGN §6)
-        return "/alerts/"
+        return site + reverse("alerts")
 
 
 def _send(subject: str, body: str, recipients: list[str]) -> None:
