@@ -173,7 +173,14 @@ def test_live_json_redraws_alerts_risk_flag_recommendations_and_cards(api, thera
     client = logged_in(therapist_a)
     url = f"/patients/{patient_a.player_id}/live.json"
     before = client.get(url).json()
-    assert set(before) == {"alerts_html", "risk_flag_html", "recommendations_html", "cards_html", "viz"}
+    assert set(before) == {
+        "alerts_html",
+        "risk_flag_html",
+        "recommendations_html",
+        "cards_html",
+        "viz",
+        "activity_figure",
+    }
     assert "Risk flag raised" not in before["risk_flag_html"] and "Crisis phrase" not in before["alerts_html"]
     assert len(before["viz"]["time_buckets"]) == 90
     assert "Game progress score" in before["cards_html"] and "Recommendations" in before["recommendations_html"]

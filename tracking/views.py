@@ -115,7 +115,10 @@ def patient_live(request, player_id: str):
 
 @passive_session
 def patient_live_data(request, player_id: str):
-    """What an open patient page redraws when its data changed: the activity series and the cards."""
+    """What an open patient page redraws when its data changed: the activity series and its figure (drawn as it
+    is by static/js/charts.js), the cards, the alerts card, the risk flag and the recommendations."""
+    from tracking.charts import activity_figure
+
     patient = access.patient_for_user(request.user, player_id)
     context = progress.patient_live_read(patient)
     parts = {
@@ -125,7 +128,7 @@ def patient_live_data(request, player_id: str):
         "recommendations_html": "tracking/_recommendations.html",
     }
     html = {key: render_to_string(name, context, request=request) for key, name in parts.items()}
-    return JsonResponse({"viz": context["viz"], **html})
+    return JsonResponse({"viz": context["viz"], "activity_figure": activity_figure(context["viz"]), **html})
 
 
 @passive_session

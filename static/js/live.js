@@ -29,9 +29,11 @@
   function refreshPatient() {
     if (!status) return;
     getJSON(status.getAttribute("data-refresh-url")).then(function (data) {
+      // The activity figure is built by the server (tracking/charts.py): write it where the chart reads it.
       var chart = document.getElementById("activity-chart");
-      if (chart && window.ProgressCharts) {
+      if (chart && window.ProgressCharts && data.activity_figure) {
         document.getElementById(chart.getAttribute("data-chart-data")).textContent = JSON.stringify(data.viz);
+        document.getElementById(chart.getAttribute("data-chart-figure")).textContent = JSON.stringify(data.activity_figure);
         window.ProgressCharts.draw(chart);
       }
       // Server-rendered and escaped: the cards, the alerts card, the risk-flag banner, the recommendations.
