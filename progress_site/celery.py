@@ -1,5 +1,6 @@
 """The Celery app. Tasks live in the apps' tasks.py; the beat schedule lives here, in one place."""
 
+import logging
 import os
 
 from celery import Celery
@@ -9,6 +10,19 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "progress_site.settings")
 app = Celery("progress_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+logger = logging.getLogger(__name__)
+
+
+def enqueue(task, *args, countdown: float = 0) -> bool:
+    """Sends a task; a broker outage is logged, not raised: the data is committed, and the periodic
+    sweeps find what a task that was never sent left to do."""
+    try:
+        task.apply_async(args=args, countdown=countdown)
+        return True
+    except Exception as error:  # kombu OperationalError and friends; never fail the request that committed
+        logger.warning("could not enqueue %s%s: %s", task.name, args, type(error).__name__)
+        return False
 
 
 def _beat_schedule() -> dict:

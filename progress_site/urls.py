@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from reports import views as report_views
 from tracking import views
 
 urlpatterns = [
@@ -11,15 +12,17 @@ urlpatterns = [
     path("caseload/search", views.caseload_search, name="caseload-search"),
     path("patients/<str:player_id>/", views.patient_detail, name="patient"),
     path(
-        "patients/<str:player_id>/alerts/<int:alert_id>/acknowledge", views.alert_acknowledge, name="alert-acknowledge"
+        "patients/<str:player_id>/alerts/<int:alert_id>/acknowledge",
+        report_views.alert_acknowledge,
+        name="alert-acknowledge",
     ),
-    path("patients/<str:player_id>/alerts/acknowledge", views.alerts_acknowledge, name="alerts-acknowledge"),
-    path("patients/<str:player_id>/risk-flag/clear", views.risk_flag_clear, name="risk-flag-clear"),
+    path("patients/<str:player_id>/alerts/acknowledge", report_views.alerts_acknowledge, name="alerts-acknowledge"),
+    path("patients/<str:player_id>/risk-flag/clear", report_views.risk_flag_clear, name="risk-flag-clear"),
     path("patients/<str:player_id>/live", views.patient_live, name="patient-live"),
     path("patients/<str:player_id>/live.json", views.patient_live_data, name="patient-live-data"),
     path("live/events", views.live_events, name="live-events"),
     path("live/inbox.json", views.live_inbox, name="live-inbox"),
-    path("alerts/", views.alerts_list, name="alerts"),
+    path("alerts/", report_views.alerts_list, name="alerts"),
     path(
         "patients/<str:player_id>/recommendations/<int:recommendation_id>/dismiss",
         views.recommendation_dismiss,

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tracking.api.serializers import OutcomeInSerializer
+from tracking.ingest import OutcomeInSerializer
 from tracking.validators import text_error
 
 COLUMNS = ("player_id", "response_id", "instrument", "administered_at", "total", "items")

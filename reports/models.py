@@ -128,7 +128,7 @@ class Alert(models.Model):
     notified_at = models.DateTimeField(null=True, blank=True)
     escalated_at = models.DateTimeField(null=True, blank=True)
     # A failed send: how many attempts failed, the last error's class name (never its message, which
-    # could hold patient data) and when the sweep may try again (reports.notifications).
+    # could hold patient data) and when the sweep may try again (reports.alerts).
     notify_attempts = models.PositiveIntegerField(default=0)
     notify_error = models.CharField(max_length=100, blank=True)
     notify_retry_at = models.DateTimeField(null=True, blank=True)

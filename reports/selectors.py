@@ -8,19 +8,26 @@ milestones (the engagement side). The classification itself is `reports.outcomes
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Sum, Value, When
 
-from reports.instruments import GAD7, PHQ9, get_instrument
+from reports.instruments import GAD7, PHQ9, Instrument, get_instrument
 from reports.models import ITEM_FIELDS, Alert, AlertKind, AlertSeverity, OutcomeResponse
 from reports.outcomes import Score, administration_order, classify_patient, cohort_summary, reliable_change_direction
 from tracking.access import caseload_for_user
 from tracking.models import Clinic, MarkerType, Milestone, Patient, ProgressMarker, TherapySession
+
+if TYPE_CHECKING:
+    from tracking.access import User
+
+# Patients by id: a list of ids, or a subquery of them (`scope.values("pk")`). Its rows are `Any`: the lookup
+# check of django-stubs accepts a subquery for `patient_id__in` only as an iterable of ids.
+PatientIds = Iterable[int] | QuerySet[Patient, Any]
 
 REPORT_INSTRUMENTS = (PHQ9, GAD7)
 ENGAGEMENT_KEYS = ("sessions", "minutes", "skills_acquired", "breakthroughs", "milestones")
@@ -64,7 +71,7 @@ class AlertQuery:
     STATUSES = {"open": "Open", "acknowledged": "Acknowledged", "all": "All"}
 
     @classmethod
-    def from_params(cls, params) -> AlertQuery:
+    def from_params(cls, params: Mapping[str, str]) -> AlertQuery:
         severity = params.get("severity", "")
         kind = params.get("kind", "")
         status = params.get("status", "open")
@@ -82,11 +89,11 @@ ALERT_FILTERS = {
 }
 
 
-def _caseload_alerts(user) -> QuerySet[Alert]:
+def _caseload_alerts(user: User) -> QuerySet[Alert]:
     return Alert.objects.filter(patient__in=caseload_for_user(user).values("pk"))
 
 
-def therapist_alerts(user, query: AlertQuery) -> QuerySet[Alert]:
+def therapist_alerts(user: User, query: AlertQuery) -> QuerySet[Alert]:
     """The alerts of the therapist's caseload for `/alerts/`: open ones most severe first, then oldest
     first (what waits longest comes first); acknowledged ones latest first."""
     alerts = _caseload_alerts(user).select_related("patient__clinic", "acknowledged_by").annotate(rank=severity_rank())
@@ -101,7 +108,7 @@ def therapist_alerts(user, query: AlertQuery) -> QuerySet[Alert]:
     return alerts.order_by(F("acknowledged_at").desc(nulls_first=True), "rank", "occurred_at", "pk")
 
 
-def alert_inbox(user, limit: int = 8) -> dict[str, Any]:
+def alert_inbox(user: User, limit: int = 8) -> dict[str, Any]:
     """The header inbox: open alerts of the therapist's caseload, the most severe first and, within a
     severity, the oldest first; with the count per severity (ids and kinds only, no reason)."""
     open_alerts = _caseload_alerts(user).filter(acknowledged_at__isnull=True)
@@ -173,16 +180,17 @@ ALL_TIME = Period()
 
 
 def _score(response: OutcomeResponse) -> Score:
+    items = response.items
     return Score(
         instrument=response.instrument,
         administered_at=response.administered_at,
         total=response.total,
-        items=response.items,
+        items=None if items is None else tuple(items),
         response_id=response.response_id,
     )
 
 
-def _responses(patient_ids, period: Period, clinics: Iterable[Clinic]) -> QuerySet[OutcomeResponse]:
+def _responses(patient_ids: PatientIds, period: Period, clinics: Iterable[Clinic]) -> QuerySet[OutcomeResponse]:
     return (
         OutcomeResponse.objects.filter(patient_id__in=patient_ids)
         .filter(period.q("administered_at", clinics))
@@ -192,7 +200,7 @@ def _responses(patient_ids, period: Period, clinics: Iterable[Clinic]) -> QueryS
 
 
 def scores_by_patient(
-    patient_ids, *, period: Period = ALL_TIME, clinics: Iterable[Clinic] = ()
+    patient_ids: PatientIds, *, period: Period = ALL_TIME, clinics: Iterable[Clinic] = ()
 ) -> dict[int, list[Score]]:
     """patient pk → that patient's scores in the period, oldest first. One query, whatever the number
     of patients; `patient_ids` may be a list or a subquery. `clinics` are the clinics of those patients
@@ -245,7 +253,8 @@ def patient_outcome_series(patient: Patient) -> dict[str, Any]:
     instruments = []
     for instrument in REPORT_INSTRUMENTS:
         points = []
-        first = previous = None
+        first: int | None = None
+        previous: int | None = None
         for score in (s for s in scores if s.instrument == instrument.code):
             row = _score_row(score)
             local = score.administered_at.astimezone(tz)
@@ -289,14 +298,16 @@ def patient_outcome_series(patient: Patient) -> dict[str, Any]:
     }
 
 
-def _band_label(instrument, name: str) -> str:
+def _band_label(instrument: Instrument, name: str) -> str:
     return next(b.label for b in instrument.bands if b.name == name)
 
 
 # ----- engagement (not a clinical outcome) --------------------------------------------------------
 
 
-def engagement_by_patient(patient_ids, *, period: Period, clinics: Iterable[Clinic]) -> dict[int, dict[str, Any]]:
+def engagement_by_patient(
+    patient_ids: PatientIds, *, period: Period, clinics: Iterable[Clinic]
+) -> dict[int, dict[str, Any]]:
     """patient pk → sessions started, their minutes, skill_acquired and breakthrough markers, and
     milestones reached in the period. Three queries, whatever the number of patients."""
     clinics = list(clinics)
@@ -308,9 +319,9 @@ def engagement_by_patient(patient_ids, *, period: Period, clinics: Iterable[Clin
         .values("patient_id")
         .annotate(n=Count("pk"), minutes=Sum("duration_minutes"))
     )
-    for row in sessions:
-        result[row["patient_id"]]["sessions"] = row["n"]
-        result[row["patient_id"]]["minutes"] = round(row["minutes"] or 0)
+    for session_row in sessions:
+        result[session_row["patient_id"]]["sessions"] = session_row["n"]
+        result[session_row["patient_id"]]["minutes"] = round(session_row["minutes"] or 0)
     markers = (
         ProgressMarker.objects.filter(
             patient_id__in=patient_ids, type__in=[MarkerType.SKILL_ACQUIRED, MarkerType.BREAKTHROUGH]
@@ -320,9 +331,9 @@ def engagement_by_patient(patient_ids, *, period: Period, clinics: Iterable[Clin
         .values("patient_id", "type")
         .annotate(n=Count("pk"))
     )
-    for row in markers:
-        key = "skills_acquired" if row["type"] == MarkerType.SKILL_ACQUIRED else "breakthroughs"
-        result[row["patient_id"]][key] = row["n"]
+    for marker_row in markers:
+        key = "skills_acquired" if marker_row["type"] == MarkerType.SKILL_ACQUIRED else "breakthroughs"
+        result[marker_row["patient_id"]][key] = marker_row["n"]
     milestones = (
         Milestone.objects.filter(patient_id__in=patient_ids)
         .filter(period.q("achieved_at", clinics, clinic_field="patient__clinic_id"))
@@ -330,8 +341,8 @@ def engagement_by_patient(patient_ids, *, period: Period, clinics: Iterable[Clin
         .values("patient_id")
         .annotate(n=Count("pk"))
     )
-    for row in milestones:
-        result[row["patient_id"]]["milestones"] = row["n"]
+    for milestone_row in milestones:
+        result[milestone_row["patient_id"]]["milestones"] = milestone_row["n"]
     return result
 
 
@@ -343,6 +354,15 @@ def _engagement_totals(per_patient: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ----- cohort reports -----------------------------------------------------------------------------
+
+
+class CohortRow(TypedDict):
+    """A patient in a report's scope, for the per-patient tables."""
+
+    player_id: str
+    clinic: str  # its name
+    outcome: dict[str, Any] | None  # the §5 classification; None without a response in the period
+    engagement: dict[str, Any]  # ENGAGEMENT_KEYS → counts
 
 
 def cohort_report(scope: QuerySet[Patient], period: Period = ALL_TIME) -> dict[str, Any]:
@@ -363,7 +383,9 @@ def cohort_report(scope: QuerySet[Patient], period: Period = ALL_TIME) -> dict[s
     scores = scores_by_patient(ids, period=period, clinics=clinics) if patients else {}
     engagement = engagement_by_patient(ids, period=period, clinics=clinics) if patients else {}
 
-    classified, rows, scores_by_player = [], [], defaultdict(list)
+    classified: list[dict[str, Any]] = []
+    rows: list[CohortRow] = []
+    scores_by_player: defaultdict[str, list[Score]] = defaultdict(list)
     for patient in patients:
         patient_scores = scores.get(patient.pk, [])
         outcome = classify_patient(patient.player_id, patient_scores) if patient_scores else None
@@ -419,7 +441,7 @@ def aggregates_only(report: dict[str, Any]) -> dict[str, Any]:
     return {key: report[key] for key in ("period", "n_in_scope", "n_with_scores", "cohort", "measures", "engagement")}
 
 
-def caseload_report(user, period: Period = ALL_TIME) -> dict[str, Any]:
+def caseload_report(user: User, period: Period = ALL_TIME) -> dict[str, Any]:
     """The effectiveness report over a therapist's caseload."""
     return cohort_report(caseload_for_user(user), period)
 
@@ -430,7 +452,7 @@ def clinic_report(clinic: Clinic, period: Period = ALL_TIME) -> dict[str, Any]:
 
 
 def effectiveness_report(
-    clinic: Clinic, *, period: Period = ALL_TIME, player_id: str | None = None, therapist=None
+    clinic: Clinic, *, period: Period = ALL_TIME, player_id: str | None = None, therapist: User | None = None
 ) -> dict[str, Any]:
     """The §6 `effectiveness_report` JSON: `{"patients": [...], "cohort": {...}}` over the clinic, one
     therapist's caseload in it, or one patient. A single patient asked for by id is reported even with

@@ -1,12 +1,19 @@
-"""Pages of the outcome reports. Thin: check access, read the filter, call a selector, render."""
+"""Pages of the outcome reports and of alerts. Thin: check access, read the form, call a selector or a
+service, render or redirect."""
 
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import HttpResponse, HttpResponseBadRequest
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
 
-from reports import selectors
+from reports import alerts, selectors
 from reports.exports import aggregate_csv_rows, caseload_csv_rows, csv_text
 from reports.forms import ClinicPeriodForm, PeriodForm
+from reports.models import Alert
 from tracking import access
 from tracking.models import Role
 
@@ -21,6 +28,63 @@ def patient_outcomes(request, player_id: str):
         "reports/patient_outcomes.html",
         {"patient": patient, "series": selectors.patient_outcome_series(patient)},
     )
+
+
+# ----- alerts -------------------------------------------------------------------------------------
+
+
+def alerts_list(request):
+    """The therapist's alerts, open ones most severe first, with filters."""
+    access.require_role(request.user, [Role.THERAPIST])
+    query = selectors.AlertQuery.from_params(request.GET)
+    page = Paginator(selectors.therapist_alerts(request.user, query), 50).get_page(request.GET.get("page"))
+    return render(request, "tracking/alerts.html", {"page": page, "query": query, **selectors.ALERT_FILTERS})
+
+
+@require_POST
+def alert_acknowledge(request, player_id: str, alert_id: int):
+    patient = access.patient_for_user(request.user, player_id)
+    alert = get_object_or_404(Alert, pk=alert_id, patient=patient)
+    return _acknowledge(request, patient, [alert.pk])
+
+
+@require_POST
+def alerts_acknowledge(request, player_id: str):
+    """Several open alerts of one patient, acknowledged together with one note."""
+    patient = access.patient_for_user(request.user, player_id)
+    ids = [int(v) for v in request.POST.getlist("alert") if v.isascii() and v.isdigit() and len(v) <= 18]
+    if not ids:
+        messages.error(request, "Select the alerts to acknowledge.")
+        return redirect(reverse("patient", args=[player_id]) + "#alerts")
+    return _acknowledge(request, patient, ids)
+
+
+def _acknowledge(request, patient, alert_ids: list[int]):
+    try:
+        done = alerts.alerts_acknowledge(
+            patient=patient, alert_ids=alert_ids, user=request.user, note=request.POST.get("note", "")
+        )
+    except ValidationError as error:
+        messages.error(request, "Note: " + " ".join(error.messages))
+    else:
+        n = len(done)
+        if n == 0:
+            messages.info(request, "Already acknowledged: nothing changed.")
+        else:
+            messages.success(request, "Alert acknowledged." if n == 1 else f"{n} alerts acknowledged.")
+    return redirect(reverse("patient", args=[patient.player_id]) + "#alerts")
+
+
+@require_POST
+def risk_flag_clear(request, player_id: str):
+    patient = access.patient_for_user(request.user, player_id)
+    try:
+        alerts.patient_clear_risk_flag(patient=patient, user=request.user, note=request.POST.get("note", ""))
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, "Risk flag cleared.")
+    return redirect(reverse("patient", args=[player_id]))
 
 
 # ----- a therapist's caseload ---------------------------------------------------------------------

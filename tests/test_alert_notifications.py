@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from reports import notifications
+from reports import alerts
 from reports.models import Alert
 from tests.conftest import logged_in
 from tests.test_alerts import crisis as post_crisis
@@ -29,9 +29,9 @@ def crisis(api, patient, alert_id="c1", level="urgent") -> Alert:
 
 def test_the_assigned_therapist_is_emailed_once_without_clinical_detail(api, emails, patient_a, mailoutbox):
     alert = crisis(api, patient_a)
-    assert notifications.notify_pending() == 1  # the sweep finds it (its task went to a broker with no worker)
-    assert notifications.notify_pending() == 0
-    assert notifications.alert_notify(alert.pk) is False
+    assert alerts.notify_pending() == 1  # the sweep finds it (its task went to a broker with no worker)
+    assert alerts.notify_pending() == 0
+    assert alerts.alert_notify(alert.pk) is False
     [message] = mailoutbox
     assert message.to == ["a@clinic.test"]
     assert message.subject == f"[URGENT] Crisis signal from the game: patient {patient_a.player_id}"
@@ -43,12 +43,12 @@ def test_the_assigned_therapist_is_emailed_once_without_clinical_detail(api, ema
 
 def test_an_unacknowledged_urgent_alert_escalates_to_the_clinic_admins_once(api, emails, patient_a, mailoutbox):
     alert = crisis(api, patient_a)
-    notifications.notify_pending()
+    alerts.notify_pending()
     mailoutbox.clear()
-    assert notifications.escalate_unacknowledged() == 0  # not yet due
+    assert alerts.escalate_unacknowledged() == 0  # not yet due
     later = timezone.now() + timedelta(minutes=30, seconds=1)
-    assert notifications.escalate_unacknowledged(now=later) == 1
-    assert notifications.escalate_unacknowledged(now=later) == 0
+    assert alerts.escalate_unacknowledged(now=later) == 1
+    assert alerts.escalate_unacknowledged(now=later) == 0
     [message] = mailoutbox
     assert message.to == ["admin@clinic.test"] and "not been acknowledged within 30 minutes" in message.body
     assert "therapist.a" in message.body and "end it all" not in message.body
@@ -60,4 +60,4 @@ def test_acknowledged_or_less_than_urgent_alerts_do_not_escalate(api, emails, th
     acknowledged = crisis(api, patient_a, alert_id="c1")
     crisis(api, patient_a, level="high", alert_id="c2")
     logged_in(therapist_a).post(f"/patients/{patient_a.player_id}/alerts/{acknowledged.pk}/acknowledge")
-    assert notifications.escalate_unacknowledged(now=timezone.now() + timedelta(hours=2)) == 0
+    assert alerts.escalate_unacknowledged(now=timezone.now() + timedelta(hours=2)) == 0

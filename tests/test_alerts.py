@@ -4,6 +4,7 @@ from django.utils import timezone
 
 from reports.models import Alert
 from tests.conftest import logged_in
+from tracking import recompute
 from tracking.models import Patient
 
 
@@ -123,12 +124,10 @@ def _sessions_days_ago(patient, days):
 
 
 def test_disengagement_after_3_active_days_and_14_without_raises_a_moderate_alert_once(patient_a, patient_b):
-    from tracking import progress
-
     _sessions_days_ago(patient_a, [20, 19, 18])  # three active days, none for 18 days
     _sessions_days_ago(patient_b, [20, 19])  # only two active days
-    progress.patients_recompute([patient_a.pk, patient_b.pk])
-    progress.patients_recompute([patient_a.pk, patient_b.pk])
+    recompute.patients_recompute([patient_a.pk, patient_b.pk])
+    recompute.patients_recompute([patient_a.pk, patient_b.pk])
     alerts = list(Alert.objects.filter(kind="disengagement"))
     assert [(a.patient_id, a.severity) for a in alerts] == [(patient_a.pk, "moderate")]
     assert "14 days or more without an active day" in alerts[0].reason

@@ -119,3 +119,42 @@ def test_dropout_risk_is_shown_with_a_text_label_not_only_colour(clinic, therapi
     html = client.get("/?sort=-risk").content.decode()
     assert "risk--high" in html and ">High <" in html.replace("\n", "")
     assert ">Low <" in html.replace("\n", "") and ">Medium <" in html.replace("\n", "")
+
+
+@pytest.mark.parametrize(
+    ("tz_name", "local_now", "utc_day"),
+    [
+        # UTC−5 (no daylight saving): a minute before local midnight, UTC is already on the next day.
+        ("America/Bogota", (2026, 3, 9, 23, 59), (2026, 3, 10)),
+        # UTC+10 (no daylight saving): just after local midnight, UTC is still on the day before.
+        ("Australia/Brisbane", (2026, 3, 10, 0, 0), (2026, 3, 9)),
+    ],
+)
+@pytest.mark.parametrize(("days_ago", "inactive"), [(7, True), (6, False), (0, False)])
+def test_not_active_for_7_days_counts_the_patients_own_local_days(
+    clinic, therapist_a, tz_name, local_now, utc_day, days_ago, inactive
+):
+    """ "Not active for 7 days": no active day in the 7 local days ending today (today and the 6 before),
+    in the patient's own calendar, whatever the UTC date is at that moment."""
+    from datetime import date, datetime
+    from zoneinfo import ZoneInfo
+
+    from tracking import selectors
+    from tracking.selectors import CaseloadQuery
+
+    now = datetime(*local_now, tzinfo=ZoneInfo(tz_name))
+    local_today = now.date()
+    assert now.astimezone(ZoneInfo("UTC")).date() == date(*utc_day) != local_today
+    patient = CareAssignmentFactory(
+        patient=PatientFactory(clinic=clinic, player_id="tz-1", timezone=tz_name), therapist=therapist_a
+    ).patient
+    ProgressSummary.objects.create(
+        patient=patient,
+        computed_at=timezone.now(),
+        local_date=local_today,
+        data={},
+        last_active_day=local_today - timedelta(days=days_ago),
+    )
+    query = CaseloadQuery(filters=frozenset({"inactive_7d"}))
+    found = list(selectors.caseload_rows(therapist_a, query, now=now).values_list("player_id", flat=True))
+    assert found == (["tz-1"] if inactive else [])

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from progress_site.celery import app as celery_app
 from tests.test_ingest import post
-from tracking import selectors, webhooks
+from tracking import history, webhooks
 from tracking.models import Milestone, Patient, ProgressHighlight, ProgressSummary, WebhookDelivery
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -179,12 +179,12 @@ def receiver():
 
 def week_of_sessions(patient_tz: str, player: str) -> dict:
     """Seven sessions on seven consecutive local days ending today: completes a 7-day streak."""
-    today = selectors.local_today(patient_tz)
+    today = history.local_today(patient_tz)
     now = timezone.now().replace(microsecond=0)
     sessions = []
     for n in range(7):
         # 09:00 local, or now if today's 09:00 is still ahead (ingest refuses the future)
-        start = min(selectors.local_midnight(today - timedelta(days=6 - n), patient_tz) + timedelta(hours=9), now)
+        start = min(history.local_midnight(today - timedelta(days=6 - n), patient_tz) + timedelta(hours=9), now)
         sessions.append(
             {
                 "session_id": f"{player}-w{n}",

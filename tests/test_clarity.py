@@ -17,9 +17,9 @@ from tests.factories import (
     TherapySessionFactory,
 )
 from tests.test_alerts import crisis
-from tracking import progress
+from tracking import recompute
+from tracking.history import open_alerts_by_patient
 from tracking.models import Patient, ProgressHighlight, Recommendation
-from tracking.selectors import open_alerts_by_patient
 
 
 def insights(client, patient) -> list[dict]:
@@ -52,11 +52,11 @@ def text(response) -> str:
 @pytest.mark.parametrize("level", ["urgent", "high"])
 def test_an_open_serious_crisis_signal_puts_review_alert_first_until_acknowledged(api, therapist_a, patient_a, level):
     steady_player(patient_a)
-    assert progress.patient_recompute(patient_a.pk)
+    assert recompute.patient_recompute(patient_a.pk)
     assert types(insights(api, patient_a)) == ["maintain_pace"]
 
     alert = crisis(api, patient_a.player_id, level=level)
-    assert progress.patient_recompute(patient_a.pk)
+    assert recompute.patient_recompute(patient_a.pk)
     recommendations = insights(api, patient_a)
     assert types(recommendations)[0] == "review_alert"
     assert "maintain_pace" not in types(recommendations)
@@ -66,7 +66,7 @@ def test_an_open_serious_crisis_signal_puts_review_alert_first_until_acknowledge
 
     client = logged_in(therapist_a)
     client.post(f"/patients/{patient_a.player_id}/alerts/{alert.pk}/acknowledge", {"note": "Called"})
-    assert progress.patient_recompute(patient_a.pk)
+    assert recompute.patient_recompute(patient_a.pk)
     assert types(insights(api, patient_a)) == ["maintain_pace"]
     assert Recommendation.objects.get(patient=patient_a, type="review_alert").expires_at is not None
 
@@ -82,7 +82,7 @@ def test_review_alert_shows_without_an_explicit_recompute(api, therapist_a, pati
 def test_a_moderate_alert_alone_does_not_ask_for_a_review(api, patient_a):
     steady_player(patient_a)
     crisis(api, patient_a.player_id, level="moderate")
-    assert progress.patient_recompute(patient_a.pk)
+    assert recompute.patient_recompute(patient_a.pk)
     assert types(insights(api, patient_a)) == ["maintain_pace"]
 
 
@@ -107,7 +107,7 @@ def test_the_recompute_reads_open_alerts_most_severe_first(api, therapist_a, pat
 @pytest.fixture
 def recommendation(patient_a) -> Recommendation:
     """A patient who never played: "Shorter, more frequent sessions" (dropout risk 0.8)."""
-    assert progress.patient_recompute(patient_a.pk)
+    assert recompute.patient_recompute(patient_a.pk)
     return Recommendation.objects.get(patient=patient_a, type="shorter_sessions")
 
 
@@ -150,7 +150,7 @@ def test_a_dismissal_survives_a_recompute_and_can_still_be_undone(api, therapist
     page = f"/patients/{patient_a.player_id}/"
     client.post(f"{page}recommendations/{recommendation.pk}/dismiss")
     Patient.objects.filter(pk=patient_a.pk).update(data_changed_at=timezone.now())
-    assert progress.patient_recompute(patient_a.pk)
+    assert recompute.patient_recompute(patient_a.pk)
     assert "dismissed by therapist.a" in dismissed_section(text(client.get(page)))
     client.post(f"{page}recommendations/{recommendation.pk}/restore")
     assert types(insights(api, patient_a)) == ["shorter_sessions"]

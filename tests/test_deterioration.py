@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from reports import notifications
+from reports import alerts
 from reports.models import Alert, AlertKind, OutcomeResponse
 from tests.conftest import logged_in
 from tracking.models import Patient
@@ -91,7 +91,7 @@ def test_a_later_gad7_deterioration_updates_the_open_phq9_alert_and_emails_again
     post(api, outcome(p, "p2", "phq9", 14, 20))
     [alert] = deterioration_alerts(patient_a)
     assert alert.measures == ["phq9"] and "GAD-7" not in alert.reason
-    assert notifications.notify_pending() == 1
+    assert alerts.notify_pending() == 1
     alert.refresh_from_db()
     assert alert.notified_at is not None
 
@@ -102,8 +102,8 @@ def test_a_later_gad7_deterioration_updates_the_open_phq9_alert_and_emails_again
     assert "PHQ-9 rose from 8 to 14" in updated.reason and "GAD-7 rose from 5 to 9" in updated.reason
     assert updated.notified_at is None
     assert updated.occurred_at == administered_at("p2")  # still the first crossing
-    assert notifications.notify_pending() == 1  # e-mailed again
-    assert notifications.notify_pending() == 0
+    assert alerts.notify_pending() == 1  # e-mailed again
+    assert alerts.notify_pending() == 0
     assert len(mailoutbox) == 2 and all(m.to == ["a@clinic.test"] for m in mailoutbox)
     assert "GAD-7" not in mailoutbox[1].body  # no clinical detail in the e-mail
 
@@ -111,13 +111,13 @@ def test_a_later_gad7_deterioration_updates_the_open_phq9_alert_and_emails_again
 def test_a_further_score_of_a_measure_the_open_alert_already_names_changes_nothing(api, emailed, patient_a, mailoutbox):
     p = patient_a.player_id
     post(api, outcome(p, "p1", "phq9", 8, 30), outcome(p, "p2", "phq9", 14, 20))
-    assert notifications.notify_pending() == 1
+    assert alerts.notify_pending() == 1
     [alert] = deterioration_alerts(patient_a)
     reason, notified_at = alert.reason, alert.notified_at
     post(api, outcome(p, "p3", "phq9", 16, 10))
     [same] = deterioration_alerts(patient_a)
     assert (same.pk, same.reason, same.notified_at) == (alert.pk, reason, notified_at)
-    assert notifications.notify_pending() == 0 and len(mailoutbox) == 1
+    assert alerts.notify_pending() == 0 and len(mailoutbox) == 1
 
 
 def test_a_named_measure_that_recovered_stays_named_when_another_deteriorates(api, patient_a):

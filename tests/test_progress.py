@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from tests.factories import ProgressMarkerFactory, TherapySessionFactory
 from tests.test_ingest import post
-from tracking import progress, selectors
+from tracking import history, read_models, recompute
 from tracking.models import (
     ClinicMilestoneRule,
     Milestone,
@@ -26,8 +26,8 @@ from tracking.signals import milestone_achieved
 
 def local_noon(patient, days_ago: int, hour: int = 12) -> datetime:
     """A moment `days_ago` patient-local days before today, at `hour` local time, in UTC."""
-    day = selectors.local_today(patient.tz_name) - timedelta(days=days_ago)
-    return selectors.local_midnight(day, patient.tz_name) + timedelta(hours=hour)
+    day = history.local_today(patient.tz_name) - timedelta(days=days_ago)
+    return history.local_midnight(day, patient.tz_name) + timedelta(hours=hour)
 
 
 def sessions_on(patient, days_ago: list[int], per_day: int = 1, minutes: float = 20.0):
@@ -44,10 +44,10 @@ def test_a_late_evening_session_counts_on_the_patients_local_day(patient_a):
     patient_a.timezone = "America/New_York"  # UTC−5 in November
     patient_a.save()
     TherapySessionFactory(patient=patient_a, started_at=datetime(2026, 11, 20, 4, 30, tzinfo=UTC))  # 23:30 on the 19th
-    history = selectors.patient_history(patient_a, today=date(2026, 11, 20))
-    assert [d.day for d in history.active_days] == [date(2026, 11, 19)]
-    assert history.active_days[0].first_started_at == datetime(2026, 11, 20, 4, 30, tzinfo=UTC)
-    today, sessions, _ = selectors.activity_by_day(patient_a, 2, today=date(2026, 11, 20))
+    found = history.patient_history(patient_a, today=date(2026, 11, 20))
+    assert [d.day for d in found.active_days] == [date(2026, 11, 19)]
+    assert found.active_days[0].first_started_at == datetime(2026, 11, 20, 4, 30, tzinfo=UTC)
+    today, sessions, _ = history.activity_by_day(patient_a, 2, today=date(2026, 11, 20))
     assert sessions == {date(2026, 11, 19): (1, 20.0)}
 
 
@@ -56,9 +56,9 @@ def test_markers_of_every_session_status_are_counted(patient_a):
         ProgressMarkerFactory(
             session=TherapySessionFactory(patient=patient_a, status=status, started_at=local_noon(patient_a, 1))
         )
-    history = selectors.patient_history(patient_a)
-    assert history.marker_counts == {"skill_acquired": 4}
-    assert history.markers_recent == 4 and history.skills_last_7_days == 4
+    found = history.patient_history(patient_a)
+    assert found.marker_counts == {"skill_acquired": 4}
+    assert found.markers_recent == 4 and found.skills_last_7_days == 4
 
 
 def test_milestones_are_stored_once_with_the_moment_the_threshold_was_crossed(
@@ -72,9 +72,9 @@ def test_milestones_are_stored_once_with_the_moment_the_threshold_was_crossed(
     milestone_achieved.connect(receiver)
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            assert progress.patient_recompute(patient_a.pk)
+            assert recompute.patient_recompute(patient_a.pk)
         with django_capture_on_commit_callbacks(execute=True):
-            progress.patient_recompute(patient_a.pk)  # again: nothing new
+            recompute.patient_recompute(patient_a.pk)  # again: nothing new
     finally:
         milestone_achieved.disconnect(receiver)
 
@@ -87,12 +87,12 @@ def test_milestones_are_stored_once_with_the_moment_the_threshold_was_crossed(
     summary = ProgressSummary.objects.get(patient=patient_a)
     assert summary.current_streak_days == 1 and summary.data["longest_streak_days"] == 7
     patient_a.refresh_from_db()
-    assert progress.is_fresh(patient_a)
+    assert read_models.is_fresh(patient_a)
 
 
 def test_six_active_days_earn_no_streak_milestone(patient_a):
     sessions_on(patient_a, [6, 5, 4, 3, 2, 1])
-    progress.patient_recompute(patient_a.pk)
+    recompute.patient_recompute(patient_a.pk)
     assert not Milestone.objects.filter(patient=patient_a, family="streak").exists()
     in_progress = ProgressSummary.objects.get(patient=patient_a).data["milestones_in_progress"]
     streak = next(m for m in in_progress if m["family"] == "streak")
@@ -101,23 +101,25 @@ def test_six_active_days_earn_no_streak_milestone(patient_a):
 
 def test_a_dismissed_recommendation_stays_dismissed_until_its_condition_lapses(patient_a, therapist_a):
     sessions_on(patient_a, [30])  # long absent: dropout risk 0.5 + 0.2 + ... > 0.6
-    progress.patient_recompute(patient_a.pk)
+    recompute.patient_recompute(patient_a.pk)
     rec = Recommendation.objects.get(patient=patient_a, type="shorter_sessions")
     assert rec.priority == 1 and "Dropout risk score is" in rec.reasoning and "above 0.6" in rec.reasoning
     recommendation_dismiss(recommendation=rec, user=therapist_a)
 
-    progress.patient_recompute(patient_a.pk)
+    recompute.patient_recompute(patient_a.pk)
     rec.refresh_from_db()
     assert rec.dismissed and rec.expires_at is None
-    assert progress.patient_progress_read(Patient.objects.get(pk=patient_a.pk), "insights") == {"recommendations": []}
+    assert read_models.progress_read_or_recompute(Patient.objects.get(pk=patient_a.pk), "insights") == {
+        "recommendations": []
+    }
 
     sessions_on(patient_a, [0, 1, 2, 3], per_day=2)  # back and engaged: the condition no longer holds
-    progress.patient_recompute(patient_a.pk)
+    recompute.patient_recompute(patient_a.pk)
     rec.refresh_from_db()
     assert rec.expires_at is not None
 
     TherapySession.objects.filter(patient=patient_a).exclude(started_at__lt=local_noon(patient_a, 29)).delete()
-    progress.patient_recompute(patient_a.pk)  # the risk returns: a fresh, undismissed recommendation
+    recompute.patient_recompute(patient_a.pk)  # the risk returns: a fresh, undismissed recommendation
     rec.refresh_from_db()
     assert (rec.dismissed, rec.expires_at) == (False, None)
 
@@ -164,7 +166,7 @@ def test_viz_buckets_end_today_and_sum_to_the_window(api, active_patient):
     response = api.get(f"/api/v1/patients/{active_patient.player_id}/viz?days=7")
     assert response.status_code == 200
     viz = response.json()
-    today = selectors.local_today(active_patient.tz_name)
+    today = history.local_today(active_patient.tz_name)
     assert viz["time_buckets"][-1] == today.isoformat() and len(viz["time_buckets"]) == 7
     assert sum(viz["series"]["sessions"]) == 7 and sum(viz["series"]["duration_minutes"]) == 105
     assert sum(viz["series"]["skills_acquired"]) == 4
@@ -208,10 +210,10 @@ def test_ingest_marks_analytics_stale_and_reads_recompute(api, clinic):
     }
     post(api, batch)
     patient = Patient.objects.get(player_id="p-new")
-    assert not progress.is_fresh(patient)
+    assert not read_models.is_fresh(patient)
     assert api.get("/api/v1/patients/p-new/progress").json()["total_sessions"] == 1
     patient.refresh_from_db()
-    assert progress.is_fresh(patient)
+    assert read_models.is_fresh(patient)
 
 
 def _query_counts(client, player_id: str) -> dict[str, int]:
@@ -241,7 +243,7 @@ def test_read_endpoints_cost_the_same_queries_for_10_and_10000_sessions(api, cli
             )
             for i in range(n)
         )
-        progress.patient_recompute(patient.pk)
+        recompute.patient_recompute(patient.pk)
     api.get("/api/v1/patients/small/alerts")  # the token's first use records last_used_at: not part of a read
     cache.clear()
     small_counts, large_counts = _query_counts(api, "small"), _query_counts(api, "large")
@@ -271,12 +273,12 @@ def test_a_group_recompute_equals_one_at_a_time_across_time_zones(clinic, therap
         patients.append(patient)
     ids = [p.pk for p in patients]
     for pid in ids:
-        progress.patient_recompute(pid)
+        recompute.patient_recompute(pid)
     one_at_a_time = _stored(ids)
     milestones = sorted(Milestone.objects.values_list("patient_id", "family", "threshold", "achieved_at"))
     Milestone.objects.all().delete()
     ProgressSummary.objects.all().delete()
-    assert progress.patients_recompute(ids) == 4
+    assert recompute.patients_recompute(ids) == 4
     assert _stored(ids) == one_at_a_time
     assert sorted(Milestone.objects.values_list("patient_id", "family", "threshold", "achieved_at")) == milestones
 
@@ -291,20 +293,20 @@ def test_a_group_recompute_costs_the_same_queries_for_3_and_30_patients(clinic, 
         return out
 
     few, many = make(3, 0), make(30, 3)
-    progress.patients_recompute(few + many)  # first run stores milestones etc.; the steady state is measured
+    recompute.patients_recompute(few + many)  # first run stores milestones etc.; the steady state is measured
     with CaptureQueriesContext(connection) as small:
-        progress.patients_recompute(few)
+        recompute.patients_recompute(few)
     with CaptureQueriesContext(connection) as large:
-        progress.patients_recompute(many)
+        recompute.patients_recompute(many)
     assert len(small.captured_queries) == len(large.captured_queries)
 
 
 def test_a_clinics_own_milestone_rules_apply_at_the_next_recompute(patient_a):
     sessions_on(patient_a, [2, 1, 0])
-    progress.patient_recompute(patient_a.pk)
+    recompute.patient_recompute(patient_a.pk)
     assert not Milestone.objects.filter(patient=patient_a).exists()
     ClinicMilestoneRule.objects.create(clinic=patient_a.clinic, family="sessions", threshold=3, title="Three sessions")
-    progress.patient_recompute(patient_a.pk)
+    recompute.patient_recompute(patient_a.pk)
     assert list(Milestone.objects.filter(patient=patient_a).values_list("title", flat=True)) == ["Three sessions"]
 
 

@@ -14,11 +14,11 @@ from django.core.mail.backends.locmem import EmailBackend
 from django.utils import timezone
 
 from progress_site.celery import app as celery_app
-from reports import notifications
+from reports import alerts
 from reports.models import Alert, AlertKind, AlertSeverity
 from tests.factories import CareAssignmentFactory, MembershipFactory, PatientFactory, TherapySessionFactory
 from tests.test_celery_worker import Receiver
-from tracking import progress, selectors, tasks, webhooks
+from tracking import history, recompute, tasks, webhooks
 from tracking.models import Patient, ProgressSummary, Role, WebhookDelivery
 
 REFUSED = "bounces@clinic.test"
@@ -85,10 +85,10 @@ def _warnings(caplog) -> str:
 
 
 def test_backoffs_start_at_a_minute_double_and_stop_at_an_hour():
-    assert [notifications.retry_seconds(n) for n in (1, 2, 3, 4)] == [60, 120, 240, 480]
-    assert notifications.retry_seconds(7) == notifications.retry_seconds(10_000) == 3600
-    assert [progress.analytics_retry_seconds(n) for n in (1, 2, 3)] == [60, 120, 240]
-    assert progress.analytics_retry_seconds(10_000) == 3600
+    assert [alerts.retry_seconds(n) for n in (1, 2, 3, 4)] == [60, 120, 240, 480]
+    assert alerts.retry_seconds(7) == alerts.retry_seconds(10_000) == 3600
+    assert [recompute.analytics_retry_seconds(n) for n in (1, 2, 3)] == [60, 120, 240]
+    assert recompute.analytics_retry_seconds(10_000) == 3600
 
 
 # ----- alert e-mail ---------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def test_one_failing_alert_email_does_not_stop_the_sweep_and_is_retried_after_it
 ):
     bad, good = two_clinics_of_alerts
     now = timezone.now()
-    assert notifications.notify_pending(now=now) == 4  # the bad one came first; the others still went
+    assert alerts.notify_pending(now=now) == 4  # the bad one came first; the others still went
     assert sorted(m.to[0] for m in refusing_mail) == ["north@clinic.test"] * 2 + ["river@clinic.test"] * 2
     assert all(Alert.objects.get(pk=a.pk).notified_at for a in good)
 
@@ -128,16 +128,16 @@ def test_one_failing_alert_email_does_not_stop_the_sweep_and_is_retried_after_it
     assert SECRET_ID not in log and "no such user" not in log
 
     calls = len(RefusingBackend.calls)
-    assert notifications.notify_pending(now=now + timedelta(seconds=59)) == 0  # not due yet: not tried
+    assert alerts.notify_pending(now=now + timedelta(seconds=59)) == 0  # not due yet: not tried
     assert len(RefusingBackend.calls) == calls
 
-    assert notifications.notify_pending(now=now + timedelta(seconds=60)) == 0  # due: tried, refused again
+    assert alerts.notify_pending(now=now + timedelta(seconds=60)) == 0  # due: tried, refused again
     assert RefusingBackend.calls[calls:] == [[REFUSED]]
     bad.refresh_from_db()
     assert bad.notify_attempts == 2 and bad.notify_retry_at == now + timedelta(seconds=60 + 120)
 
     get_user_model().objects.filter(email=REFUSED).update(email="fixed@clinic.test")  # the address is corrected
-    assert notifications.notify_pending(now=now + timedelta(seconds=180)) == 1
+    assert alerts.notify_pending(now=now + timedelta(seconds=180)) == 1
     bad.refresh_from_db()
     assert bad.notified_at is not None and (bad.notify_error, bad.notify_retry_at) == ("", None)
     assert refusing_mail[-1].to == ["fixed@clinic.test"]
@@ -164,13 +164,13 @@ def test_an_odd_stored_player_id_cannot_break_its_alert_email(clinic, player_id,
     settings.SITE_URL = "http://127.0.0.1:8000"
     therapist = _therapist(clinic, "therapist.odd", "odd@clinic.test")
     alert = _alert(_patient(clinic, player_id, therapist))
-    assert notifications.notify_pending() == 1
+    assert alerts.notify_pending() == 1
     [message] = refusing_mail
     shown = player_id.replace("\n", "\ufffd").replace("\r", "\ufffd").replace("\t", "\ufffd")
     assert message.subject == f"[URGENT] Crisis signal from the game: patient {shown}"
     assert link in message.body and f"for patient {shown} " in message.body
     MembershipFactory(clinic=clinic, role=Role.CLINIC_ADMIN, user__email="admin@clinic.test")
-    assert notifications.escalate_unacknowledged(now=timezone.now() + timedelta(minutes=31)) == 1
+    assert alerts.escalate_unacknowledged(now=timezone.now() + timedelta(minutes=31)) == 1
     assert refusing_mail[-1].subject == f"[ESCALATED] Urgent alert for patient {shown} not acknowledged in 30 minutes"
     assert Alert.objects.get(pk=alert.pk).escalated_at is not None
     assert "failed" not in _warnings(caplog)
@@ -188,7 +188,7 @@ def test_one_failing_escalation_does_not_stop_the_others_and_is_retried_after_it
     good = [_alert(_patient(clinic, f"n-{n}")) for n in range(3)]
     later = timezone.now() + timedelta(minutes=31)
 
-    assert notifications.escalate_unacknowledged(now=later) == 3
+    assert alerts.escalate_unacknowledged(now=later) == 3
     assert [m.to for m in refusing_mail] == [["admin@north.test"]] * 3
     assert all(Alert.objects.get(pk=a.pk).escalated_at for a in good)
     bad.refresh_from_db()
@@ -198,10 +198,10 @@ def test_one_failing_escalation_does_not_stop_the_others_and_is_retried_after_it
     log = _warnings(caplog)
     assert f"alert escalation failed alert_id={bad.pk}" in log and SECRET_ID not in log
 
-    assert notifications.escalate_unacknowledged(now=later + timedelta(seconds=30)) == 0  # waits for its time
+    assert alerts.escalate_unacknowledged(now=later + timedelta(seconds=30)) == 0  # waits for its time
     assert len(refusing_mail) == 3 and RefusingBackend.calls.count([REFUSED]) == 1
     get_user_model().objects.filter(email=REFUSED).update(email="admin@river.test")  # the address is corrected
-    assert notifications.escalate_unacknowledged(now=later + timedelta(seconds=60)) == 1
+    assert alerts.escalate_unacknowledged(now=later + timedelta(seconds=60)) == 1
     bad.refresh_from_db()
     assert bad.escalated_at is not None and (bad.escalation_error, bad.escalation_retry_at) == ("", None)
     assert refusing_mail[-1].to == ["admin@river.test"]
@@ -234,7 +234,7 @@ def test_a_delivery_that_raises_something_unusual_is_a_failed_attempt_and_the_sw
     good_patients = [_patient(clinic, f"n-{n}") for n in range(3)]
     for patient in [bad_patient, *good_patients]:
         _five_sessions(patient)
-        progress.patient_recompute(patient.pk)  # "5 Sessions Completed": one delivery each
+        recompute.patient_recompute(patient.pk)  # "5 Sessions Completed": one delivery each
     bad = WebhookDelivery.objects.get(clinic=other_clinic)
     WebhookDelivery.objects.update(created_at=timezone.now() - timedelta(minutes=2))  # their tasks were lost
     WebhookDelivery.objects.filter(pk=bad.pk).update(created_at=timezone.now() - timedelta(minutes=3))  # oldest
@@ -267,9 +267,9 @@ def _poison(patient):
 
 
 def _days_ago(patient, days):
-    today = selectors.local_today(patient.tz_name)
+    today = history.local_today(patient.tz_name)
     for d in days:
-        start = selectors.local_midnight(today - timedelta(days=d), patient.tz_name) + timedelta(hours=12)
+        start = history.local_midnight(today - timedelta(days=d), patient.tz_name) + timedelta(hours=12)
         TherapySessionFactory(patient=patient, started_at=min(start, timezone.now() - timedelta(minutes=1)))
 
 
@@ -297,7 +297,7 @@ def _good(group):
 
 def test_a_failing_patient_does_not_hold_back_its_group(group, caplog):
     poisoned = group["poisoned"]
-    assert progress.patients_recompute([p.pk for p in group.values()]) == 3
+    assert recompute.patients_recompute([p.pk for p in group.values()]) == 3
     for patient in _good(group):
         patient.refresh_from_db()
         assert patient.analytics_computed_at is not None and patient.analytics_retry_at is None
@@ -375,27 +375,25 @@ def test_the_per_patient_task_records_a_failure_and_does_not_raise(group):
 
 def test_a_disengagement_alert_that_cannot_be_raised_for_one_patient_does_not_stop_the_others(clinic, monkeypatch):
     """Raising the alerts is inside each patient's own recompute: a failure there is that patient's."""
-    from reports import services
-
     patients = [_patient(clinic, f"d-{n}") for n in range(3)]
     for patient in patients:
         _days_ago(patient, [20, 19, 18])
     failing = patients[1]
-    real = services.disengagement_alerts
+    real = alerts.disengagement_alerts
 
     def alerts_failing_for_one(*, disengaged, patients):
         if failing.pk in disengaged:
             raise RuntimeError("cannot raise it")
         return real(disengaged=disengaged, patients=patients)
 
-    monkeypatch.setattr(services, "disengagement_alerts", alerts_failing_for_one)
-    assert progress.patients_recompute([p.pk for p in patients]) == 2
+    monkeypatch.setattr(alerts, "disengagement_alerts", alerts_failing_for_one)
+    assert recompute.patients_recompute([p.pk for p in patients]) == 2
     alerted = set(Alert.objects.filter(kind=AlertKind.DISENGAGEMENT).values_list("patient_id", flat=True))
     assert alerted == {patients[0].pk, patients[2].pk}
     failing.refresh_from_db()
     assert (failing.analytics_error, failing.analytics_computed_at) == ("RuntimeError", None)
     assert failing.analytics_retry_at is not None  # retried later, so its alert is not lost
 
-    monkeypatch.setattr(services, "disengagement_alerts", real)
-    assert progress.patients_recompute([failing.pk]) == 1
+    monkeypatch.setattr(alerts, "disengagement_alerts", real)
+    assert recompute.patients_recompute([failing.pk]) == 1
     assert Alert.objects.filter(kind=AlertKind.DISENGAGEMENT, patient=failing).count() == 1

@@ -11,12 +11,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from reports import notifications
+from reports import alerts
 from reports.models import Alert, AlertKind
 from reports.selectors import AlertQuery, alert_inbox, therapist_alerts
 from tests.conftest import logged_in
 from tests.factories import CareAssignmentFactory, PatientFactory
-from tracking import progress
+from tracking import read_models, recompute
 from tracking.models import Patient, ProgressSummary
 from tracking.templatetags.caseload import local
 
@@ -278,7 +278,7 @@ def test_alerts_page_shows_patient_open_for_and_escalation_in_local_time(api, cl
     assert "Escalated to clinic admins" not in html
     assert "Escalates if not acknowledged in time" in html
 
-    assert notifications.escalate_unacknowledged(now=timezone.now() + timedelta(minutes=31)) == 1
+    assert alerts.escalate_unacknowledged(now=timezone.now() + timedelta(minutes=31)) == 1
     alert.refresh_from_db()
     expected = f"Escalated to clinic admins at {local(alert.escalated_at, 'Asia/Tokyo')}"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", local(alert.escalated_at, "Asia/Tokyo"))
@@ -584,7 +584,7 @@ def test_acknowledging_leaves_the_patients_analytics_stale_so_recommendations_re
     therapist_a, patients_a, open_alerts
 ):
     patient = patients_a[0]
-    assert progress.patient_recompute(patient.pk)
+    assert recompute.patient_recompute(patient.pk)
     patient.refresh_from_db()
     assert patient.data_changed_at <= patient.analytics_computed_at
     client = logged_in(therapist_a)
@@ -592,18 +592,18 @@ def test_acknowledging_leaves_the_patients_analytics_stale_so_recommendations_re
     patient.refresh_from_db()
     assert patient.data_changed_at > patient.analytics_computed_at
     assert Patient.objects.stale_analytics().filter(pk=patient.pk).exists()
-    assert not progress.is_fresh(patient)
+    assert not read_models.is_fresh(patient)
     client.get(f"/patients/{patient.player_id}/")  # the page recomputes what is stale
     patient.refresh_from_db()
-    assert progress.is_fresh(patient)
+    assert read_models.is_fresh(patient)
 
 
 def test_an_ignored_acknowledgement_leaves_the_analytics_fresh(therapist_a, patients_a, open_alerts):
     patient = patients_a[0]
-    progress.patient_recompute(patient.pk)
+    recompute.patient_recompute(patient.pk)
     bulk(logged_in(therapist_a), patient, [open_alerts[3]], follow=False)  # another patient's alert: nothing done
     patient.refresh_from_db()
-    assert progress.is_fresh(patient)
+    assert read_models.is_fresh(patient)
 
 
 # ----- NUL characters in forms ---------------------------------------------------------------------------------------

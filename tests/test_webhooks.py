@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from tests.factories import TherapySessionFactory
 from tests.test_celery_worker import Receiver
-from tracking import progress, webhooks
+from tracking import recompute, webhooks
 from tracking.models import WebhookDelivery
 
 
@@ -39,7 +39,7 @@ def test_a_failed_delivery_is_retried_with_backoff_then_delivered_and_logged(
     start = timezone.now() - timedelta(days=1)
     for n in range(5):
         TherapySessionFactory(patient=patient_a, started_at=start + timedelta(minutes=n))
-    progress.patient_recompute(patient_a.pk)  # on_commit hooks do not run here: the outbox row is enough
+    recompute.patient_recompute(patient_a.pk)  # on_commit hooks do not run here: the outbox row is enough
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.payload["milestone"]["title"]) == (
         "pending",
@@ -66,7 +66,7 @@ def test_a_delivery_gives_up_after_the_last_attempt(patient_a, receiver):
     patient_a.clinic.save()
     for n in range(5):
         TherapySessionFactory(patient=patient_a, started_at=timezone.now() - timedelta(hours=n + 1))
-    progress.patient_recompute(patient_a.pk)
+    recompute.patient_recompute(patient_a.pk)
     delivery = WebhookDelivery.objects.get()
     for _ in range(webhooks.MAX_ATTEMPTS):
         status = webhooks.deliver(delivery.pk)

@@ -6,7 +6,10 @@ nothing reveals whether another clinic's patient exists. A member of the clinic 
 give access to clinical detail (clinic admin, auditor) gets 403.
 """
 
+from __future__ import annotations
+
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -15,41 +18,49 @@ from django.http import Http404
 from tracking.models import Clinic, IngestToken, Membership, Patient, Role
 from tracking.validators import external_id_error
 
+if TYPE_CHECKING:
+    # django-stubs' aliases for settings.AUTH_USER_MODEL (`User`) and for `request.user`, that model or an
+    # AnonymousUser (`AnyUser`). For annotations only: neither alias exists at run time.
+    from django.contrib.auth.models import _AnyUser as AnyUser
+    from django.contrib.auth.models import _User as User
+    from rest_framework.request import Request
+
 CLINICAL_ROLES = frozenset({Role.THERAPIST})
 
 
-def roles_of(user) -> dict[int, str]:
+def roles_of(user: AnyUser) -> dict[int, str]:
     """clinic id → role, for a logged-in user (cached on the user object for the request)."""
     if not getattr(user, "is_authenticated", False):
         return {}
-    cached = getattr(user, "_clinic_roles", None)
+    cached: dict[int, str] | None = getattr(user, "_clinic_roles", None)
     if cached is None:
-        cached = dict(Membership.objects.filter(user=user).values_list("clinic_id", "role"))
-        user._clinic_roles = cached
+        member = cast("User", user)  # authenticated, so the user model's, not an AnonymousUser
+        cached = dict(Membership.objects.filter(user=member).values_list("clinic_id", "role"))
+        setattr(user, "_clinic_roles", cached)  # noqa: B010 (an attribute the user model does not declare)
     return cached
 
 
-def has_role(user, roles: Iterable[str]) -> bool:
+def has_role(user: AnyUser, roles: Iterable[str]) -> bool:
     wanted = set(roles)
     return any(role in wanted for role in roles_of(user).values())
 
 
-def require_role(user, roles: Iterable[str]) -> None:
+def require_role(user: AnyUser, roles: Iterable[str]) -> None:
     if not has_role(user, roles):
         raise PermissionDenied("Your role does not give access to this page.")
 
 
-def clinics_with_role(user, role: str) -> QuerySet[Clinic]:
+def clinics_with_role(user: AnyUser, role: str) -> QuerySet[Clinic]:
     return Clinic.objects.filter(pk__in=[c for c, r in roles_of(user).items() if r == role])
 
 
-def caseload_for_user(user) -> QuerySet[Patient]:
+def caseload_for_user(user: User) -> QuerySet[Patient]:
     """The patients a therapist may see: those assigned to them, in clinics where they are a therapist."""
     therapist_clinics = [c for c, r in roles_of(user).items() if r == Role.THERAPIST]
     return Patient.objects.filter(clinic_id__in=therapist_clinics, assignments__therapist=user)
 
 
-def patient_for_user(user, player_id: str) -> Patient:
+def patient_for_user(user: User, player_id: str) -> Patient:
     """The patient with this player id if the user may see its clinical detail; else 404 or 403."""
     roles = roles_of(user)
     if external_id_error(player_id):  # no such id can exist (a NUL would not even reach the database)
@@ -74,7 +85,7 @@ def patient_for_token(token: IngestToken, player_id: str) -> Patient:
     return patient
 
 
-def patient_for_request(request, player_id: str) -> Patient:
+def patient_for_request(request: Request, player_id: str) -> Patient:
     """For API views that accept either the clinic's ingest token or a logged-in user."""
     if isinstance(request.auth, IngestToken):
         return patient_for_token(request.auth, player_id)

@@ -27,6 +27,10 @@ MARKER_TYPES: tuple[str, ...] = (
 )
 MILESTONE_FAMILIES: tuple[str, ...] = ("streak", "skills", "sessions", "breakthroughs")
 DEFAULT_APPROACH = "mindfulness"
+# Dropout risk levels: above DROPOUT_HIGH the patient is "at risk" and shorter, more frequent sessions are
+# recommended; from DROPOUT_MEDIUM it is shown as medium.
+DROPOUT_HIGH = 0.6
+DROPOUT_MEDIUM = 0.3
 # Open alerts of these severities put "Review the open alert" first and hold back "Maintain current pace".
 SERIOUS_ALERT_SEVERITIES = frozenset({"urgent", "high"})
 # Approaches as clinicians write them; the game sends lower-case names.
@@ -422,7 +426,7 @@ def progress_trend(*, markers_recent: int, sessions_this_week: int, current_stre
         return "improving"
     if markers_recent >= 5 and sessions_this_week >= 2 and current_streak >= 2:
         return "stable"
-    if sessions_this_week == 0 or dropout_risk > 0.6:
+    if sessions_this_week == 0 or dropout_risk > DROPOUT_HIGH:
         return "declining"
     return "stable"
 
@@ -604,6 +608,11 @@ def most_practised_approach(approaches: Mapping[str, int]) -> str | None:
     return min(practised, key=lambda item: (-item[1], item[0]))[0]
 
 
+def dropout_level(score: float) -> str:
+    """ "high" above 0.6, "medium" from 0.3, else "low": how the dropout risk is shown in words."""
+    return "high" if score > DROPOUT_HIGH else "medium" if score >= DROPOUT_MEDIUM else "low"
+
+
 def approach_label(name: str) -> str:
     """'cbt' → 'CBT'; names that are not acronyms stay as they are ('mindfulness')."""
     return APPROACH_LABELS.get(name.strip().lower(), name)
@@ -630,7 +639,7 @@ def recommendations(summary: ProgressSummaryData, history: PatientHistory) -> li
                 f"severity ({listed}).",
             )
         )
-    if risk.value > 0.6:
+    if risk.value > DROPOUT_HIGH:
         reasons = "; ".join(f"{label} (+{c:g})" if c > 0 else f"{label} ({c:g})" for label, c in risk.terms)
         drafts.append(
             RecommendationDraft(

@@ -74,3 +74,16 @@ def _versions(keys: list[str]) -> dict:
 
 def _frame(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+# ----- receivers of the services' signals (connected in TrackingConfig.ready) ------------------------
+
+
+def on_patients_changed(sender, *, patient_ids, **kwargs) -> None:
+    """New data or freshly recomputed analytics: open pages of these patients redraw."""
+    bump(patient_ids=patient_ids)
+
+
+def on_alerts_changed(sender, *, clinic_ids, **kwargs) -> None:
+    """Alerts raised, updated or acknowledged: the inboxes of these clinics' therapists redraw."""
+    bump(alert_clinic_ids=clinic_ids)

@@ -17,7 +17,8 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
-from tracking import progress, selectors, webhooks
+from progress_site.celery import enqueue
+from tracking import history, recompute, webhooks
 from tracking.models import Patient, WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -26,17 +27,6 @@ DEBOUNCE_KEY = "analytics-queued:{}"
 GROUP_SIZE = 200  # patients per group recompute
 RECONCILE_CLAIM_SECONDS = 600
 STOP_ON = (SoftTimeLimitExceeded,)  # not an item's fault: end the task, the next run goes on
-
-
-def enqueue(task, *args, countdown: float = 0) -> bool:
-    """Sends a task; a broker outage is logged, not raised: the data is committed and the periodic
-    reconciler will pick the work up."""
-    try:
-        task.apply_async(args=args, countdown=countdown)
-        return True
-    except Exception as error:  # kombu OperationalError and friends; never fail the request that committed
-        logger.warning("could not enqueue %s%s: %s", task.name, args, type(error).__name__)
-        return False
 
 
 def schedule_recompute(patient_ids, delay: float | None = None) -> None:
@@ -54,18 +44,25 @@ def schedule_recompute(patient_ids, delay: float | None = None) -> None:
                 cache.delete(key)
 
 
-def notify_alerts(alert_ids) -> None:
-    """E-mails about new alerts, sent by a worker; a failed send is picked up by the beat sweep."""
-    from reports.tasks import notify_alert
+# ----- receivers of the services' signals (connected in TrackingConfig.ready) ------------------------
 
-    for alert_id in alert_ids:
-        enqueue(notify_alert, alert_id)
+
+def on_data_changed(sender, *, patient_ids, **kwargs) -> None:
+    schedule_recompute(patient_ids)
+
+
+def on_webhooks_queued(sender, *, delivery_ids, **kwargs) -> None:
+    for delivery_id in delivery_ids:
+        enqueue(deliver_webhook, delivery_id)
+
+
+# ----- tasks ----------------------------------------------------------------------------------------
 
 
 @shared_task(time_limit=60, soft_time_limit=50)
 def recompute_patient_analytics(patient_id: int) -> bool:
     cache.delete(DEBOUNCE_KEY.format(patient_id))  # changes from now on queue a new run
-    return progress.patient_recompute(patient_id, stop_on=STOP_ON)  # a failure is recorded, not raised
+    return recompute.patient_recompute(patient_id, stop_on=STOP_ON)  # a failure is recorded, not raised
 
 
 @shared_task(time_limit=300, soft_time_limit=280)
@@ -81,7 +78,7 @@ def reconcile_analytics(limit: int = 5000) -> int:
     rows = list(Patient.objects.stale_analytics().filter(due).values_list("pk", "analytics_retry_at")[:limit])
     ids = [pid for pid, _ in rows]
     retrying = {pid for pid, retry_at in rows if retry_at is not None}
-    outdated = selectors.patients_with_outdated_summary(limit=max(0, limit - len(ids)))
+    outdated = history.patients_with_outdated_summary(limit=max(0, limit - len(ids)))
     if outdated:
         failed = dict(
             Patient.objects.filter(pk__in=outdated, analytics_retry_at__isnull=False).values_list(
@@ -113,7 +110,7 @@ def recompute_patient_group(patient_ids: list[int]) -> int:
     how many were recomputed."""
     with contextlib.suppress(Exception):
         cache.delete_many([DEBOUNCE_KEY.format(pid) for pid in patient_ids])  # changes from now on queue anew
-    return progress.patients_recompute(patient_ids, stop_on=STOP_ON)
+    return recompute.patients_recompute(patient_ids, stop_on=STOP_ON)
 
 
 @shared_task(time_limit=30, soft_time_limit=25)

@@ -2,7 +2,6 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -12,9 +11,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from reports import selectors as report_selectors
-from reports import services as report_services
-from reports.models import Alert
-from tracking import access, live, progress, selectors, services
+from tracking import access, live, read_models, selectors, services
+from tracking.charts import activity_figure
 from tracking.middleware import passive_session
 from tracking.models import Recommendation, Role
 from tracking.validators import text_error
@@ -59,7 +57,7 @@ def caseload_search(request):
 
 def patient_detail(request, player_id: str):
     patient = access.patient_for_user(request.user, player_id)
-    return render(request, "tracking/patient.html", progress.patient_page_read(patient))
+    return render(request, "tracking/patient.html", read_models.patient_page_or_recompute(patient))
 
 
 @require_POST
@@ -117,10 +115,8 @@ def patient_live(request, player_id: str):
 def patient_live_data(request, player_id: str):
     """What an open patient page redraws when its data changed: the activity series and its figure (drawn as it
     is by static/js/charts.js), the cards, the alerts card, the risk flag and the recommendations."""
-    from tracking.charts import activity_figure
-
     patient = access.patient_for_user(request.user, player_id)
-    context = progress.patient_live_read(patient)
+    context = read_models.patient_live_or_recompute(patient)
     parts = {
         "cards_html": "tracking/_summary_cards.html",
         "alerts_html": "tracking/_alerts_card.html",
@@ -135,60 +131,6 @@ def patient_live_data(request, player_id: str):
 def live_inbox(request):
     access.require_role(request.user, [Role.THERAPIST])
     return JsonResponse(report_selectors.alert_inbox(request.user))
-
-
-def alerts_list(request):
-    """The therapist's alerts, open ones most severe first, with filters."""
-    access.require_role(request.user, [Role.THERAPIST])
-    query = report_selectors.AlertQuery.from_params(request.GET)
-    page = Paginator(report_selectors.therapist_alerts(request.user, query), 50).get_page(request.GET.get("page"))
-    return render(request, "tracking/alerts.html", {"page": page, "query": query, **report_selectors.ALERT_FILTERS})
-
-
-@require_POST
-def alert_acknowledge(request, player_id: str, alert_id: int):
-    patient = access.patient_for_user(request.user, player_id)
-    alert = get_object_or_404(Alert, pk=alert_id, patient=patient)
-    return _acknowledge(request, patient, [alert.pk])
-
-
-@require_POST
-def alerts_acknowledge(request, player_id: str):
-    """Several open alerts of one patient, acknowledged together with one note."""
-    patient = access.patient_for_user(request.user, player_id)
-    ids = [int(v) for v in request.POST.getlist("alert") if v.isascii() and v.isdigit() and len(v) <= 18]
-    if not ids:
-        messages.error(request, "Select the alerts to acknowledge.")
-        return redirect(reverse("patient", args=[player_id]) + "#alerts")
-    return _acknowledge(request, patient, ids)
-
-
-def _acknowledge(request, patient, alert_ids: list[int]):
-    try:
-        done = report_services.alerts_acknowledge(
-            patient=patient, alert_ids=alert_ids, user=request.user, note=request.POST.get("note", "")
-        )
-    except ValidationError as error:
-        messages.error(request, "Note: " + " ".join(error.messages))
-    else:
-        n = len(done)
-        if n == 0:
-            messages.info(request, "Already acknowledged: nothing changed.")
-        else:
-            messages.success(request, "Alert acknowledged." if n == 1 else f"{n} alerts acknowledged.")
-    return redirect(reverse("patient", args=[patient.player_id]) + "#alerts")
-
-
-@require_POST
-def risk_flag_clear(request, player_id: str):
-    patient = access.patient_for_user(request.user, player_id)
-    try:
-        report_services.patient_clear_risk_flag(patient=patient, user=request.user, note=request.POST.get("note", ""))
-    except ValidationError as error:
-        messages.error(request, " ".join(error.messages))
-    else:
-        messages.success(request, "Risk flag cleared.")
-    return redirect(reverse("patient", args=[player_id]))
 
 
 # ----- error pages: JSON under /api/, a calm page elsewhere; never any detail of the request ----------

@@ -12,6 +12,7 @@ import logging
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from typing import TypedDict
 
 from django.utils import timezone
 
@@ -26,7 +27,24 @@ TIMEOUT_SECONDS = 5
 MAX_ATTEMPTS = 8
 
 
-def milestone_payload(patient: Patient, milestone: Milestone, highlight: ProgressHighlight) -> dict:
+class MilestoneFields(TypedDict):
+    id: int
+    family: str
+    threshold: int
+    title: str
+    achieved_at: str  # ISO 8601
+
+
+class MilestonePayload(TypedDict):
+    """The JSON body of a celebration webhook."""
+
+    event: str
+    player_id: str
+    highlight_id: int
+    milestone: MilestoneFields
+
+
+def milestone_payload(patient: Patient, milestone: Milestone, highlight: ProgressHighlight) -> MilestonePayload:
     return {
         "event": "milestone_achieved",
         "player_id": patient.player_id,
@@ -54,12 +72,6 @@ def backoff_seconds(attempts: int) -> int:
     return min(3600, 30 * 2 ** max(0, attempts - 1))
 
 
-def enqueue_delivery(delivery_id: int) -> None:
-    from tracking.tasks import deliver_webhook, enqueue
-
-    enqueue(deliver_webhook, delivery_id)
-
-
 def _request(delivery: WebhookDelivery) -> urllib.request.Request:
     clinic = delivery.clinic
     body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
@@ -76,7 +88,7 @@ def _request(delivery: WebhookDelivery) -> urllib.request.Request:
     )
 
 
-def deliver(delivery_id: int, *, stop_on: tuple = ()) -> str:
+def deliver(delivery_id: int, *, stop_on: tuple[type[BaseException], ...] = ()) -> str:
     """One delivery attempt. Returns the delivery's status afterwards. Retries are scheduled through
     `next_attempt_at`, which the periodic task picks up, so a lost task never loses a delivery. Whatever
     goes wrong in the attempt (a bad URL, a refused connection, an odd secret...) is a failed attempt

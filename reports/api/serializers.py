@@ -50,3 +50,18 @@ class EffectivenessSerializer(serializers.Serializer):
     item9_alert = serializers.BooleanField(
         help_text="Any PHQ-9 response with item 9 above 0. False is not evidence of safety."
     )
+
+
+class AlertOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    severity = serializers.CharField()
+    reason = serializers.CharField()
+    alert_id = serializers.CharField(allow_null=True)
+    occurred_at = serializers.DateTimeField()
+    created_at = serializers.DateTimeField()
+    acknowledged = serializers.SerializerMethodField()
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+
+    def get_acknowledged(self, alert) -> bool:
+        return alert.acknowledged_at is not None

@@ -3,6 +3,7 @@ from django.urls import path
 from reports.api import views
 
 urlpatterns = [
+    path("patients/<str:player_id>/alerts", views.PatientAlertsView.as_view(), name="api-patient-alerts"),
     path("patients/<str:player_id>/outcomes", views.PatientOutcomesView.as_view(), name="api-patient-outcomes"),
     path(
         "patients/<str:player_id>/effectiveness",

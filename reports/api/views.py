@@ -5,9 +5,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from reports import selectors
-from reports.api.serializers import EffectivenessSerializer, OutcomeScoreSerializer
+from reports.api.serializers import AlertOutSerializer, EffectivenessSerializer, OutcomeScoreSerializer
 from tracking import access
-from tracking.api.views import ERRORS
+from tracking.api.errors import ERRORS
+from tracking.api.errors import READ_ERRORS as PATIENT_READ_ERRORS  # with 400, as before the move
 
 READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
 
@@ -31,3 +32,10 @@ class PatientEffectivenessView(APIView):
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
         return Response(selectors.patient_effectiveness(patient))
+
+
+class PatientAlertsView(APIView):
+    @extend_schema(responses={200: AlertOutSerializer(many=True), **PATIENT_READ_ERRORS})
+    def get(self, request, player_id: str):
+        patient = access.patient_for_request(request, player_id)
+        return Response(AlertOutSerializer(selectors.alerts_for_patient(patient), many=True).data)

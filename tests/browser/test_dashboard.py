@@ -9,7 +9,7 @@ from tests.browser.conftest import log_in, screenshot
 from tests.factories import PASSWORD, OutcomeResponseFactory, ProgressMarkerFactory, TherapySessionFactory
 from tests.test_alerts import crisis_batch
 from tests.test_ingest_concurrency import post_over_http
-from tracking import progress, selectors
+from tracking import history, recompute
 from tracking.models import Recommendation
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -26,16 +26,16 @@ def plot_data(page, selector: str):
 def busy_patient(patient_a):
     """Sessions on each of the last 20 local days with a marker each, and three PHQ-9 scores."""
     tz = patient_a.tz_name
-    today = selectors.local_today(tz)
+    today = history.local_today(tz)
     for d in range(20):
-        start = selectors.local_midnight(today - timedelta(days=d), tz) + timedelta(hours=18)
+        start = history.local_midnight(today - timedelta(days=d), tz) + timedelta(hours=18)
         session = TherapySessionFactory(patient=patient_a, started_at=start, duration_minutes=10 + d)
         ProgressMarkerFactory(session=session, type="skill_acquired" if d % 2 else "insight")
     for days_ago, total in ((60, 16), (30, 12), (2, 8)):
         OutcomeResponseFactory(
             patient=patient_a, total=total, administered_at=timezone.now() - timedelta(days=days_ago)
         )
-    progress.patient_recompute(patient_a.pk)
+    recompute.patient_recompute(patient_a.pk)
     return patient_a
 
 
@@ -44,7 +44,7 @@ def test_caseload_lists_the_therapists_patients_and_sorts_and_filters(
 ):
     for n, patient in enumerate(patients_a):
         TherapySessionFactory(patient=patient, started_at=timezone.now() - timedelta(days=3 * n + 1))
-        progress.patient_recompute(patient.pk)
+        recompute.patient_recompute(patient.pk)
     log_in(page, live_server, therapist_a.username, PASSWORD)
     ids = lambda: page.locator("#caseload tbody tr").evaluate_all("rows => rows.map(r => r.dataset.playerId)")  # noqa: E731
     assert sorted(ids()) == ["p-a1", "p-a2", "p-a3"]
@@ -107,7 +107,7 @@ def test_patient_page_charts_recommendations_and_live_update(page, live_server, 
     page.wait_for_selector("#live-status:has-text('Live updates on')")
     before = plot_data(page, "#activity-chart")[0]["y"][-1]
     now = timezone.now().replace(microsecond=0)
-    midnight = selectors.local_midnight(selectors.local_today(busy_patient.tz_name), busy_patient.tz_name)
+    midnight = history.local_midnight(history.local_today(busy_patient.tz_name), busy_patient.tz_name)
     batch = {
         "sessions": [
             {

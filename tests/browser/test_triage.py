@@ -9,7 +9,7 @@ from django.utils import timezone
 from tests.browser.conftest import log_in, screenshot
 from tests.factories import PASSWORD, OutcomeResponseFactory, TherapySessionFactory
 from tests.test_ingest_concurrency import post_over_http
-from tracking import progress, selectors
+from tracking import history, recompute
 from tracking.models import CareAssignment, Patient
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -35,16 +35,16 @@ def caseload(clinic, therapist_a, patient_a):
         patient = Patient.objects.create(clinic=clinic, player_id=f"p-a{n}")
         CareAssignment.objects.create(patient=patient, therapist=therapist_a)
         patients.append(patient)
-    today = selectors.local_today(patient_a.tz_name)
+    today = history.local_today(patient_a.tz_name)
     for i, patient in enumerate(patients):
         for d in range(i % 4, 12, 2):
-            start = selectors.local_midnight(today - timedelta(days=d), patient.tz_name) + timedelta(hours=9)
+            start = history.local_midnight(today - timedelta(days=d), patient.tz_name) + timedelta(hours=9)
             TherapySessionFactory(patient=patient, started_at=start, duration_minutes=15 + i)
         for days_ago, total in ((40, 14 + i % 3), (10, 9 + i % 5)):
             OutcomeResponseFactory(
                 patient=patient, total=total, administered_at=timezone.now() - timedelta(days=days_ago)
             )
-    progress.patients_recompute([p.pk for p in patients])
+    recompute.patients_recompute([p.pk for p in patients])
     return patients
 
 
@@ -130,7 +130,7 @@ def test_triage_pages_at_desktop_and_tablet_width(browser, live_server, therapis
         "items": [1, 1, 1, 1, 1, 1, 1, 1, 1],
     }
     assert post_over_http(live_server.url, token, {"outcomes": [item9]})[0] == 201
-    progress.patients_recompute([p.pk for p in caseload])
+    recompute.patients_recompute([p.pk for p in caseload])
 
     context = browser.new_context(viewport=WIDTHS[size])
     page = context.new_page()

@@ -3,6 +3,7 @@ names each bad item, field and reason."""
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -74,3 +75,13 @@ class ErrorSerializer(serializers.Serializer):
 
 def error_response(status_code: int, detail: str) -> Response:
     return Response({"detail": detail}, status=status_code)
+
+
+# The documented error answers of every API operation (the schema lists each status an operation may give).
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid request; `errors` names each bad item and field."),
+    401: OpenApiResponse(ErrorSerializer, description="Missing, wrong or revoked credentials."),
+    403: OpenApiResponse(ErrorSerializer, description="Authenticated, but not allowed."),
+    404: OpenApiResponse(ErrorSerializer, description="No such patient (or not yours to see)."),
+}
+READ_ERRORS = {k: ERRORS[k] for k in (400, 401, 403, 404)}

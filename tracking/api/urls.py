@@ -10,7 +10,6 @@ urlpatterns = [
     path(PATIENT + "milestones", views.PatientMilestonesView.as_view(), name="api-patient-milestones"),
     path(PATIENT + "insights", views.PatientInsightsView.as_view(), name="api-patient-insights"),
     path(PATIENT + "viz", views.PatientVizView.as_view(), name="api-patient-viz"),
-    path(PATIENT + "alerts", views.PatientAlertsView.as_view(), name="api-patient-alerts"),
     path(
         PATIENT + "highlights/<int:highlight_id>/celebrated",
         views.HighlightCelebratedView.as_view(),

@@ -8,21 +8,11 @@ from rest_framework import permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from reports import selectors as report_selectors
-from tracking import access, progress, services
-from tracking.api.errors import BatchInvalid, Conflict, ErrorSerializer, PayloadTooLarge
-from tracking.api.serializers import AlertOutSerializer, IngestBatchSerializer, IngestResultSerializer
-from tracking.api.validation import batch_validate
+from tracking import access, read_models, services
+from tracking.api.errors import ERRORS, READ_ERRORS, BatchInvalid, Conflict, ErrorSerializer, PayloadTooLarge
+from tracking.api.serializers import IngestResultSerializer
+from tracking.ingest import IngestBatchSerializer, IngestRejected, batch_validate, ingest_batch
 from tracking.models import IngestToken
-from tracking.services import IngestRejected, ingest_batch
-
-ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="Invalid request; `errors` names each bad item and field."),
-    401: OpenApiResponse(ErrorSerializer, description="Missing, wrong or revoked credentials."),
-    403: OpenApiResponse(ErrorSerializer, description="Authenticated, but not allowed."),
-    404: OpenApiResponse(ErrorSerializer, description="No such patient (or not yours to see)."),
-}
-READ_ERRORS = {k: ERRORS[k] for k in (400, 401, 403, 404)}
 
 
 class HasIngestToken(permissions.BasePermission):
@@ -50,8 +40,8 @@ class IngestView(APIView):
         description="All-or-nothing and idempotent by external id. 201 when something was created, else 200.",
     )
     def post(self, request):
-        items = batch_validate(request.data, max_items=settings.INGEST_MAX_ITEMS)
         try:
+            items = batch_validate(request.data, max_items=settings.INGEST_MAX_ITEMS)
             result = ingest_batch(clinic=request.auth.clinic, items=items)
         except IngestRejected as rejected:
             raise BatchInvalid(rejected.errors) from None
@@ -69,13 +59,6 @@ class IngestView(APIView):
         super().initial(request, *args, **kwargs)
 
 
-class PatientAlertsView(APIView):
-    @extend_schema(responses={200: AlertOutSerializer(many=True), **READ_ERRORS})
-    def get(self, request, player_id: str):
-        patient = access.patient_for_request(request, player_id)
-        return Response(AlertOutSerializer(report_selectors.alerts_for_patient(patient), many=True).data)
-
-
 PROGRESS_DOC = "The stored summary of DESIGN §4 with `explanations` (the terms and inputs behind each score)."
 
 
@@ -83,7 +66,7 @@ class PatientProgressView(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT, **READ_ERRORS}, description=PROGRESS_DOC)
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
-        return Response(progress.patient_progress_read(patient, "progress"))
+        return Response(read_models.progress_read_or_recompute(patient, "progress"))
 
 
 class PatientMilestonesView(APIView):
@@ -94,7 +77,7 @@ class PatientMilestonesView(APIView):
     )
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
-        return Response(progress.patient_progress_read(patient, "milestones"))
+        return Response(read_models.progress_read_or_recompute(patient, "milestones"))
 
 
 class PatientInsightsView(APIView):
@@ -104,7 +87,7 @@ class PatientInsightsView(APIView):
     )
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
-        return Response(progress.patient_progress_read(patient, "insights"))
+        return Response(read_models.progress_read_or_recompute(patient, "insights"))
 
 
 class VizQuerySerializer(serializers.Serializer):
@@ -131,7 +114,7 @@ class PatientVizView(APIView):
         patient = access.patient_for_request(request, player_id)
         query = VizQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return Response(progress.patient_viz_read(patient, query.validated_data["days"]))
+        return Response(read_models.patient_viz_read(patient, query.validated_data["days"]))
 
 
 class HighlightCelebratedView(APIView):

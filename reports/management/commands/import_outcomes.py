@@ -4,9 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
 from reports.importing import COLUMNS, ImportInvalid, outcome_rows_parse
-from reports.services import outcomes_import
+from tracking.ingest import IngestRejected, outcomes_import
 from tracking.management.commands._base import clinic_by_slug
-from tracking.services import IngestRejected
 
 MAX_ERRORS_SHOWN = 50
 

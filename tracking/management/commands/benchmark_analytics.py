@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.db.models import Count
 
-from tracking import progress
+from tracking import recompute
 from tracking.models import Patient
 
 
@@ -30,7 +30,7 @@ CHUNK = 200  # patients per recompute (one transaction, a fixed number of querie
 
 def _recompute_chunk(ids: list[int]) -> int:
     connections.close_all()  # each process opens its own connection
-    done = sum(progress.patients_recompute(ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK))
+    done = sum(recompute.patients_recompute(ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK))
     connections.close_all()
     return done
 
@@ -53,12 +53,12 @@ class Command(BaseCommand):
             raise CommandError("No patient to measure: run seed_demo first.")
         sessions = subject.sessions.count()
         self.stdout.write(f"patient {subject.player_id}: {sessions} sessions, {subject.markers.count()} markers")
-        progress.patient_recompute(subject.pk)  # warm up: caches, connection, stored state
+        recompute.patient_recompute(subject.pk)  # warm up: caches, connection, stored state
         operations = {
-            "compute_progress_summary": lambda: progress.compute_progress_summary(subject),
-            "detect_and_update_milestones": lambda: progress.detect_and_update_milestones(subject),
-            "generate_progress_insights": lambda: progress.generate_progress_insights(subject),
-            "get_visualization_data(days=90)": lambda: progress.get_visualization_data(subject, days=90),
+            "compute_progress_summary": lambda: recompute.compute_progress_summary(subject),
+            "detect_and_update_milestones": lambda: recompute.detect_and_update_milestones(subject),
+            "generate_progress_insights": lambda: recompute.generate_progress_insights(subject),
+            "get_visualization_data(days=90)": lambda: recompute.get_visualization_data(subject, days=90),
         }
         for name, operation in operations.items():
             samples = []

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 from django.test import Client
 
-from tracking import progress
+from tracking import recompute
 from tracking.models import CareAssignment, Membership, Patient, Role
 
 BENCH_USER = "bench.therapist"
@@ -47,7 +47,7 @@ class Command(BaseCommand):
         CareAssignment.objects.bulk_create(
             [CareAssignment(patient=p, therapist=user) for p in [subject, *patients]], ignore_conflicts=True
         )
-        progress.patients_recompute([subject.pk, *(p.pk for p in patients)])
+        recompute.patients_recompute([subject.pk, *(p.pk for p in patients)])
         client = Client(SERVER_NAME="localhost")
         client.force_login(user)
         self.stdout.write(f"caseload of {caseload} patients; patient {subject.player_id} with {subject.n} sessions")

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tracking.management.commands._base import clinic_by_slug
 from tracking.models import Patient
-from tracking.progress import patients_recompute
+from tracking.recompute import patients_recompute
 
 CHUNK = 200  # patients per transaction
 

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from reports.alerts import deterioration_alerts
 from reports.models import Alert, AlertSeverity, OutcomeResponse
 from tracking.demo import CLINICS, Batch, Context, generate_batches, plan_patients
 from tracking.models import CareAssignment, Clinic, Membership, Patient, ProgressMarker, Role, TherapySession
@@ -572,8 +573,6 @@ def prefetch(items: Iterator, depth: int = 1) -> Iterator:
 
 def raise_deterioration_alerts(clinic_ids, chunk: int = 500) -> int:
     """The reliable-deterioration alerts that ingest would have raised for the seeded questionnaires."""
-    from reports.services import deterioration_alerts
-
     ids = list(Patient.objects.filter(clinic_id__in=list(clinic_ids)).order_by("pk").values_list("pk", flat=True))
     raised = 0
     for start in range(0, len(ids), chunk):

@@ -1,24 +1,27 @@
-"""The progress-tracking service: the four operations of the specification, by their names.
+"""The analytics recompute (DESIGN §4): the four operations of the specification, by their names, and
+the group recompute that stores them.
 
 `compute_progress_summary`, `detect_and_update_milestones` and `generate_progress_insights` compute from
-database aggregates (see `selectors.patient_histories`) with the pure rules of `analytics` and store the
-result; `get_visualization_data` reads a window of daily counts. `patients_recompute` runs the three
-writes for a group of patients in a fixed number of queries (the Celery task calls it for one patient,
-the reconciler and `recompute_analytics` for many).
+database aggregates (`tracking.history.patient_histories`) with the pure rules of `tracking.analytics`
+and store the result; `get_visualization_data` reads a window of daily counts. `patients_recompute` runs
+the three writes for a group of patients in a fixed number of queries (the Celery task calls it for one
+patient, the reconciler and `recompute_analytics` for many). What happened is announced after commit
+with signals: analytics recomputed, milestones achieved, webhooks queued, alerts raised.
 """
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from tracking import analytics, live, selectors, webhooks
+from reports import alerts
+from tracking import analytics, history, selectors, webhooks
 from tracking.models import Milestone, Patient, ProgressHighlight, ProgressSummary, Recommendation, WebhookDelivery
-from tracking.signals import milestone_achieved
+from tracking.signals import alerts_changed, analytics_recomputed, milestone_achieved, send_on_commit, webhooks_queued
 
 logger = logging.getLogger(__name__)
 
@@ -33,18 +36,19 @@ class Computation:
     rules: tuple[analytics.MilestoneRule, ...]
     history: analytics.PatientHistory
     summary: analytics.ProgressSummaryData
-    stored_milestones: dict  # (family, threshold) → achieved_at, as stored before this computation
+    # (family, threshold) → achieved_at, as stored before this computation
+    stored_milestones: dict[tuple[str, int], datetime]
 
 
 def _compute_many(patients: list[Patient]) -> list[Computation]:
-    stored = selectors.stored_milestones([p.pk for p in patients])
-    histories = selectors.patient_histories(patients, stored)
+    stored = history.stored_milestones([p.pk for p in patients])
+    histories = history.patient_histories(patients, stored)
     computations = []
     for patient in patients:
-        rules = selectors.milestone_rules_for(patient.clinic)
-        history = histories[patient.pk]
-        summary = analytics.compute_summary(history, rules)
-        computations.append(Computation(patient, rules, history, summary, stored[patient.pk]))
+        rules = history.milestone_rules_for(patient.clinic)
+        patient_history = histories[patient.pk]
+        summary = analytics.compute_summary(patient_history, rules)
+        computations.append(Computation(patient, rules, patient_history, summary, stored[patient.pk]))
     return computations
 
 
@@ -135,21 +139,21 @@ def _store_new_milestones(computations: list[Computation]) -> list[ProgressHighl
             WebhookDelivery(
                 clinic=h.patient.clinic,
                 highlight=h,
-                payload=webhooks.milestone_payload(h.patient, h.milestone, h),
+                payload=webhooks.milestone_payload(h.patient, milestone, h),
             )
-            for h in highlights
+            for h, milestone in zip(highlights, milestones, strict=True)
             if h.patient.clinic.webhook_url
         ]
     )
-    transaction.on_commit(lambda: _celebrate(highlights, [d.pk for d in deliveries]))
+    transaction.on_commit(lambda: _celebrate(highlights))
+    if deliveries:
+        send_on_commit(webhooks_queued, delivery_ids=[d.pk for d in deliveries])
     return highlights
 
 
-def _celebrate(highlights: list[ProgressHighlight], delivery_ids: list[int]) -> None:
+def _celebrate(highlights: list[ProgressHighlight]) -> None:
     for highlight in highlights:
         milestone_achieved.send(sender=Milestone, milestone=highlight.milestone, highlight=highlight)
-    for delivery_id in delivery_ids:
-        webhooks.enqueue_delivery(delivery_id)
 
 
 def _refresh_recommendations(computations: list[Computation]) -> None:
@@ -203,23 +207,23 @@ RECOMMENDATION_FIELDS = [
 
 
 def _raise_disengagement_alerts(computations: list[Computation]) -> None:
-    from reports.services import disengagement_alerts
-
     disengaged = {
         c.patient.pk: (c.history.active_days[-1].day, c.history.active_days[-1].first_started_at)
         for c in computations
         if analytics.is_disengaged(c.summary.metrics, len(c.history.active_days))
     }
-    alerts = disengagement_alerts(disengaged=disengaged, patients={c.patient.pk: c.patient for c in computations})
-    if alerts:
-        clinic_ids = sorted({a.clinic_id for a in alerts})
-        transaction.on_commit(lambda: live.bump(alert_clinic_ids=clinic_ids))
+    raised = alerts.disengagement_alerts(
+        disengaged=disengaged, patients={c.patient.pk: c.patient for c in computations}
+    )
+    if raised:
+        clinic_ids = sorted({a.clinic_id for a in raised})
+        send_on_commit(alerts_changed, clinic_ids=clinic_ids, raised=[a.pk for a in raised])
 
 
 # ----- the specification's four operations ----------------------------------------------------------
 
 
-def compute_progress_summary(patient: Patient, *, summaries_limit: int = RECENT_SESSIONS) -> dict:
+def compute_progress_summary(patient: Patient, *, summaries_limit: int = RECENT_SESSIONS) -> dict[str, Any]:
     """Computes the summary and stores it as the patient's snapshot; returns it with the
     `summaries_limit` most recent sessions."""
     c = _compute(patient)
@@ -244,17 +248,17 @@ def generate_progress_insights(patient: Patient) -> list[Recommendation]:
     )
 
 
-def get_visualization_data(patient: Patient, *, days: int = 14) -> dict:
+def get_visualization_data(patient: Patient, *, days: int = 14) -> dict[str, Any]:
     """ProgressVizSeries for the `days` patient-local days ending today."""
     analytics.check_viz_days(days)  # before the queries
-    today, sessions, markers = selectors.activity_by_day(patient, days)
+    today, sessions, markers = history.activity_by_day(patient, days)
     return analytics.visualization_series(today, patient.tz_name, days, sessions, markers)
 
 
 # ----- recompute --------------------------------------------------------------------------------------
 
 
-def patients_recompute(patient_ids, *, stop_on: tuple = ()) -> int:
+def patients_recompute(patient_ids: Iterable[int], *, stop_on: tuple[type[BaseException], ...] = ()) -> int:
     """Recomputes and stores everything for these patients, in one transaction and a fixed number of
     queries for the whole group. Idempotent; safe to run concurrently (the patients' rows are locked, in
     id order, so runs for the same patient queue). When the group fails, each patient is recomputed on
@@ -289,7 +293,7 @@ def patients_recompute(patient_ids, *, stop_on: tuple = ()) -> int:
     return done
 
 
-def patient_recompute(patient_id: int, *, stop_on: tuple = ()) -> bool:
+def patient_recompute(patient_id: int, *, stop_on: tuple[type[BaseException], ...] = ()) -> bool:
     """Recomputes one patient (what the Celery task calls). False when the patient no longer exists, or
     its recompute failed (then recorded on the patient, as in a group)."""
     return patients_recompute([patient_id], stop_on=stop_on) == 1
@@ -323,7 +327,7 @@ def _recompute_together(ids: list[int]) -> int:
         Patient.objects.filter(pk__in=stored).update(
             analytics_computed_at=started, analytics_failures=0, analytics_error="", analytics_retry_at=None
         )
-        transaction.on_commit(lambda: live.bump(patient_ids=stored))
+        send_on_commit(analytics_recomputed, patient_ids=stored)
     return len(patients)
 
 
@@ -362,141 +366,3 @@ def _record_failure(patient_id: int, error: Exception) -> None:
         failures + 1,
         delay,
     )
-
-
-# ----- reads --------------------------------------------------------------------------------------
-
-
-def is_fresh(patient: Patient) -> bool:
-    computed, changed = patient.analytics_computed_at, patient.data_changed_at
-    return computed is not None and (changed is None or changed <= computed)
-
-
-def _read_model(patient: Patient, today: date) -> dict:
-    summary = ProgressSummary.objects.filter(patient=patient).first()
-    if summary is None or summary.local_date != today or not is_fresh(patient):
-        # Never computed, computed for an earlier day, or changed since: compute now rather than show
-        # a stale number (the Celery task will usually have done this already).
-        patient_recompute(patient.pk)
-        summary = ProgressSummary.objects.get(patient=patient)
-    data = summary.data
-    return {
-        "progress": {
-            **data,
-            "computed_at": summary.computed_at.isoformat(),
-            "recent_sessions": selectors.recent_sessions(patient, RECENT_SESSIONS),
-        },
-        "milestones": {
-            "milestones": selectors.milestones_of(patient),
-            "in_progress": data["milestones_in_progress"],
-            "highlights": selectors.highlights_of(patient),
-        },
-        "insights": {"recommendations": selectors.active_recommendations_of(patient)},
-    }
-
-
-def _read_key(patient: Patient, today: date) -> str | None:
-    if not is_fresh(patient):
-        return None
-    return f"progress-read:{patient.pk}:{patient.analytics_computed_at.timestamp()}:{today}"
-
-
-def forget_read_model(patient: Patient) -> None:
-    key = _read_key(patient, selectors.local_today(patient.tz_name))
-    if key is not None:
-        cache.delete(key)
-
-
-def patient_read_model(patient: Patient) -> dict:
-    """The `progress`, `milestones` and `insights` read models, from Redis when the stored analytics are
-    current (the key names the computation, so a recompute makes a new key and nothing is invalidated)."""
-    today = selectors.local_today(patient.tz_name)
-    key = _read_key(patient, today)
-    if key is not None:
-        cached = cache.get(key)
-        if cached is not None:
-            return cached
-    model = _read_model(patient, today)
-    if key is not None:
-        cache.set(key, model, settings.ANALYTICS_CACHE_SECONDS)
-    return model
-
-
-def patient_progress_read(patient: Patient, part: str) -> dict:
-    """One of the read models: `progress`, `milestones` or `insights`."""
-    return patient_read_model(patient)[part]
-
-
-def patient_viz_read(patient: Patient, days: int) -> dict:
-    today = selectors.local_today(patient.tz_name)
-    changed = patient.data_changed_at.timestamp() if patient.data_changed_at else 0
-    key = f"viz:{patient.pk}:{changed}:{today}:{days}"
-    data = cache.get(key)
-    if data is None:
-        data = get_visualization_data(patient, days=days)
-        cache.set(key, data, settings.ANALYTICS_CACHE_SECONDS)
-    return data
-
-
-def _cards(model: dict) -> dict:
-    return {
-        "progress": model["progress"],
-        "milestones": model["milestones"],
-        "dropout": selectors.dropout_cell(model["progress"]["dropout_risk_score"]),
-    }
-
-
-def patient_cards_read(patient: Patient) -> dict:
-    """What the summary cards show (from the cached read model)."""
-    return _cards(patient_read_model(patient))
-
-
-def _alerts_and_recommendations(patient: Patient, model: dict) -> dict:
-    """The alerts card (open first, most severe then oldest; the 20 latest acknowledged), the risk flag
-    and the recommendations with the dismissed ones: what a patient page shows and live updates redraw."""
-    from reports import selectors as report_selectors
-
-    alerts = list(report_selectors.alerts_for_patient(patient)[:50])
-    open_alerts = [a for a in alerts if a.acknowledged_at is None]
-    return {
-        "patient": patient,
-        "alerts": alerts,
-        "open_alerts": open_alerts,
-        "done_alerts": [a for a in alerts if a.acknowledged_at is not None][:20],
-        "recommendations": model["insights"]["recommendations"],
-        "dismissed_recommendations": selectors.dismissed_recommendations_of(patient),
-    }
-
-
-def patient_live_read(patient: Patient) -> dict:
-    """What an open patient page redraws when the patient's data or alerts changed."""
-    model = patient_read_model(patient)
-    return {**_cards(model), **_alerts_and_recommendations(patient, model), "viz": patient_viz_read(patient, 90)}
-
-
-def patient_page_read(patient: Patient) -> dict:
-    """Everything the patient page shows, from the stored analytics and a few bounded reads."""
-    from reports import selectors as report_selectors
-
-    model = patient_read_model(patient)
-    viz = patient_viz_read(patient, 90)
-    series = viz["series"]
-    activity_rows = list(
-        zip(
-            viz["time_buckets"],
-            series["sessions"],
-            series["duration_minutes"],
-            series["skills_acquired"],
-            series["markers"],
-            strict=True,
-        )
-    )[::-1]
-    return {
-        **_cards(model),
-        **_alerts_and_recommendations(patient, model),
-        "period_choices": (14, 30, 90),
-        "activity_rows": activity_rows,
-        "viz": viz,
-        "markers": selectors.markers_timeline(patient, days=90),
-        "outcome_series": report_selectors.patient_outcome_series(patient),
-    }

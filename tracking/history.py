@@ -1,0 +1,249 @@
+"""What the analytics recompute reads (DESIGN §3, §4): a patient's local day, the clinic's milestone
+rules, and each patient's history aggregated by the database (active days, marker counts, the moments
+count milestones were crossed, open alerts), for many patients in a fixed number of queries.
+
+These are the recompute's inputs, apart from the pages' selectors (`tracking.selectors`).
+"""
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from django.core.cache import cache
+from django.db.models import Count, Min, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from reports.models import Alert, AlertKind
+from reports.selectors import severity_rank
+from tracking import analytics
+from tracking.models import Clinic, ClinicMilestoneRule, MarkerType, Milestone, Patient, ProgressMarker, TherapySession
+
+
+def local_today(tz_name: str, now: datetime | None = None) -> date:
+    return (now or timezone.now()).astimezone(ZoneInfo(tz_name)).date()
+
+
+def local_midnight(day: date, tz_name: str) -> datetime:
+    """The UTC instant a patient-local day begins."""
+    return datetime.combine(day, time.min, tzinfo=ZoneInfo(tz_name)).astimezone(UTC)
+
+
+def milestone_rules_for(clinic: Clinic) -> tuple[analytics.MilestoneRule, ...]:
+    """The clinic's own milestone rules, or the defaults when it has none."""
+    key = ClinicMilestoneRule.cache_key(clinic.pk)
+    rules = cache.get(key)
+    if rules is None:
+        rows = ClinicMilestoneRule.objects.filter(clinic=clinic).values_list(
+            "family", "threshold", "title", "description"
+        )
+        rules = tuple(analytics.MilestoneRule(*row) for row in rows) or analytics.DEFAULT_MILESTONE_RULES
+        cache.set(key, rules, 300)
+    return rules
+
+
+# The rows whose N-th moment crosses a count milestone's threshold N: sessions or markers.
+MomentRows = QuerySet[TherapySession] | QuerySet[ProgressMarker]
+
+
+def _nth_moments(queryset: MomentRows, field: str, thresholds: Sequence[int]) -> dict[int, datetime]:
+    """The moment of the N-th row (by `field`) for each threshold N, in one bounded query."""
+    if not thresholds:
+        return {}
+    moments = list(queryset.order_by(field, "pk").values_list(field, flat=True)[: max(thresholds)])
+    return {n: moments[n - 1] for n in thresholds if n <= len(moments)}
+
+
+NTH_SOURCES: dict[str, tuple[Callable[[int], MomentRows], str, str]] = {
+    # family → (rows whose N-th moment crosses the threshold, time field, the history map it fills)
+    "sessions": (lambda pid: TherapySession.objects.filter(patient_id=pid), "started_at", "nth_session_started_at"),
+    "skills": (
+        lambda pid: ProgressMarker.objects.filter(patient_id=pid, type=MarkerType.SKILL_ACQUIRED),
+        "achieved_at",
+        "nth_skill_at",
+    ),
+    "breakthroughs": (
+        lambda pid: ProgressMarker.objects.filter(patient_id=pid, type=MarkerType.BREAKTHROUGH),
+        "achieved_at",
+        "nth_breakthrough_at",
+    ),
+}
+
+
+# patient → {(family, threshold): achieved_at}
+StoredMilestones = dict[int, dict[tuple[str, int], datetime]]
+# patient → its open alerts as (severity, kind label)
+OpenAlerts = dict[int, tuple[tuple[str, str], ...]]
+
+
+def stored_milestones(patient_ids: Iterable[int]) -> StoredMilestones:
+    """patient → {(family, threshold): achieved_at} of the milestones already stored."""
+    stored: StoredMilestones = defaultdict(dict)
+    rows = Milestone.objects.filter(patient_id__in=patient_ids).values_list(
+        "patient_id", "family", "threshold", "achieved_at"
+    )
+    for patient_id, family, threshold, achieved_at in rows:
+        stored[patient_id][(family, threshold)] = achieved_at
+    return stored
+
+
+def patient_histories(
+    patients: list[Patient], stored: StoredMilestones | None = None, today: date | None = None
+) -> dict[int, analytics.PatientHistory]:
+    """Everything the rules need for many patients, aggregated in the database: per time zone, one query
+    for the active days (a row per patient-day, not per session) and one for the marker counts of all
+    the patients at once. The moment a count milestone was crossed comes from the stored milestone when
+    there is one, so a query for it runs only in the recompute that first reaches it."""
+    stored = stored_milestones([p.pk for p in patients]) if stored is None else stored
+    by_zone: dict[str, list[Patient]] = defaultdict(list)
+    for patient in patients:
+        by_zone[patient.tz_name].append(patient)
+    open_alerts = open_alerts_by_patient([p.pk for p in patients])
+    histories = {}
+    for tz_name, group in by_zone.items():
+        histories.update(_zone_histories(tz_name, group, stored, today or local_today(tz_name), open_alerts))
+    return histories
+
+
+def open_alerts_by_patient(patient_ids: Iterable[int]) -> OpenAlerts:
+    """patient → its open alerts as (severity, kind label), most severe then oldest first: one query."""
+    result: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    rows = (
+        Alert.objects.filter(patient_id__in=patient_ids, acknowledged_at__isnull=True)
+        .order_by("patient_id", severity_rank(), "occurred_at", "pk")
+        .values_list("patient_id", "severity", "kind")
+    )
+    for patient_id, severity, kind in rows:
+        result[patient_id].append((severity, AlertKind(kind).label))
+    return {pid: tuple(alerts) for pid, alerts in result.items()}
+
+
+def _zone_histories(
+    tz_name: str, patients: list[Patient], stored: StoredMilestones, today: date, open_alerts: OpenAlerts
+) -> dict[int, analytics.PatientHistory]:
+    tzinfo = ZoneInfo(tz_name)
+    ids = [p.pk for p in patients]
+    days: dict[int, list[analytics.ActiveDay]] = defaultdict(list)
+    day_rows = (
+        TherapySession.objects.filter(patient_id__in=ids)
+        .annotate(day=TruncDate("started_at", tzinfo=tzinfo))
+        .values("patient_id", "day")
+        .annotate(sessions=Count("id"), minutes=Sum("duration_minutes"), first=Min("started_at"))
+        .order_by("patient_id", "day")
+        .values_list("patient_id", "day", "sessions", "minutes", "first")
+    )
+    for patient_id, day, sessions, minutes, first in day_rows:
+        days[patient_id].append(analytics.ActiveDay(day, sessions, minutes or 0.0, first))
+
+    recent_start = local_midnight(today - timedelta(days=13), tz_name)
+    week_start = local_midnight(today - timedelta(days=6), tz_name)
+    end = local_midnight(today + timedelta(days=1), tz_name)
+    marker_counts: dict[int, dict[str, int]] = defaultdict(dict)
+    recent: Counter[int] = Counter()
+    skills_week: Counter[int] = Counter()
+    count_rows = (
+        ProgressMarker.objects.filter(patient_id__in=ids)
+        .values("patient_id", "type")
+        .annotate(
+            total=Count("id"),
+            recent=Count("id", filter=Q(achieved_at__gte=recent_start, achieved_at__lt=end)),
+            week=Count("id", filter=Q(achieved_at__gte=week_start, achieved_at__lt=end)),
+        )
+        .order_by()
+        .values_list("patient_id", "type", "total", "recent", "week")
+    )
+    for patient_id, kind, total, recent_n, week_n in count_rows:
+        marker_counts[patient_id][kind] = total
+        recent[patient_id] += recent_n
+        if kind == MarkerType.SKILL_ACQUIRED:
+            skills_week[patient_id] = week_n
+
+    # Only the insight for 3+ skills in a week reads the approaches of those skills' sessions.
+    approaches: dict[int, Counter[str]] = defaultdict(Counter)
+    practising = [pid for pid in ids if skills_week[pid] >= 3]
+    if practising:
+        approach_rows = ProgressMarker.objects.filter(
+            patient_id__in=practising, type=MarkerType.SKILL_ACQUIRED, achieved_at__gte=week_start, achieved_at__lt=end
+        ).values_list("patient_id", "session__approaches")
+        for patient_id, session_approaches in approach_rows:
+            approaches[patient_id].update(a for a in (session_approaches or []) if isinstance(a, str))
+
+    histories = {}
+    for patient in patients:
+        pid = patient.pk
+        counts = {
+            "sessions": sum(d.sessions for d in days[pid]),
+            "skills": marker_counts[pid].get(MarkerType.SKILL_ACQUIRED, 0),
+            "breakthroughs": marker_counts[pid].get(MarkerType.BREAKTHROUGH, 0),
+        }
+        nth = {}
+        for family, (rows_of, field, name) in NTH_SOURCES.items():
+            reached = [
+                n for n in analytics.thresholds_for(milestone_rules_for(patient.clinic), family) if n <= counts[family]
+            ]
+            known = {n: stored[pid][(family, n)] for n in reached if (family, n) in stored[pid]}
+            missing = [n for n in reached if n not in known]
+            nth[name] = {**known, **_nth_moments(rows_of(pid), field, missing)}
+        histories[pid] = analytics.PatientHistory(
+            today=today,
+            timezone=tz_name,
+            active_days=tuple(days[pid]),
+            marker_counts=marker_counts[pid],
+            markers_recent=recent[pid],
+            skills_last_7_days=skills_week[pid],
+            approaches_last_7_days=dict(approaches[pid]),
+            open_alerts=open_alerts.get(pid, ()),
+            **nth,
+        )
+    return histories
+
+
+def patient_history(patient: Patient, today: date | None = None) -> analytics.PatientHistory:
+    return patient_histories([patient], today=today)[patient.pk]
+
+
+def activity_by_day(
+    patient: Patient, days: int, today: date | None = None
+) -> tuple[date, dict[date, tuple[int, float]], dict[date, tuple[int, int]]]:
+    """(today, sessions_by_day, markers_by_day) for the `days` local days ending today: two queries over
+    the window only."""
+    tz_name = patient.tz_name
+    tzinfo = ZoneInfo(tz_name)
+    today = today or local_today(tz_name)
+    start = local_midnight(today - timedelta(days=days - 1), tz_name)
+    end = local_midnight(today + timedelta(days=1), tz_name)
+    sessions = (
+        TherapySession.objects.filter(patient=patient, started_at__gte=start, started_at__lt=end)
+        .annotate(day=TruncDate("started_at", tzinfo=tzinfo))
+        .values("day")
+        .annotate(n=Count("id"), minutes=Sum("duration_minutes"))
+        .order_by()
+    )
+    markers = (
+        ProgressMarker.objects.filter(patient=patient, achieved_at__gte=start, achieved_at__lt=end)
+        .annotate(day=TruncDate("achieved_at", tzinfo=tzinfo))
+        .values("day")
+        .annotate(n=Count("id"), skills=Count("id", filter=Q(type=MarkerType.SKILL_ACQUIRED)))
+        .order_by()
+    )
+    return (
+        today,
+        {r["day"]: (r["n"], r["minutes"] or 0.0) for r in sessions},
+        {r["day"]: (r["n"], r["skills"]) for r in markers},
+    )
+
+
+def patients_with_outdated_summary(limit: int) -> list[int]:
+    """Patients whose stored summary is for a local day before their local today (one query per time
+    zone in use, not per patient)."""
+    ids: list[int] = []
+    zones = Patient.objects.values_list("clinic_id", "clinic__timezone", "timezone").distinct().order_by()
+    for clinic_id, clinic_tz, patient_tz in zones:
+        if len(ids) >= limit:
+            break
+        outdated = Patient.objects.filter(
+            clinic_id=clinic_id, timezone=patient_tz, summary__local_date__lt=local_today(patient_tz or clinic_tz)
+        )
+        ids += outdated.values_list("pk", flat=True)[: limit - len(ids)]
+    return ids

@@ -1,0 +1,593 @@
+"""The ingest of DESIGN §6, all of it: what the game server (or an outcomes file) may send, how it is
+validated, and how a batch is stored all-or-nothing and idempotently by external id.
+
+- Validation: strict item serializers (a number sent as a string, an id sent as a number or a timestamp
+  without an offset is an error, not something to guess about) and `batch_validate`, which names each bad
+  item and field. The CSV import (`reports.importing`) validates its rows with the same serializers.
+- The kit: `IngestResult` (counts per kind), `IngestRejected`, `item_error`, the locked patient lookup and
+  the stored rows by external id.
+- The upserts of sessions, markers, outcomes and crisis signals, `ingest_batch` and `outcomes_import`.
+  What the new data means for alerts (item 9, crisis signals, reliable deterioration) is decided by
+  `reports.alerts`, in the same transaction; what follows after commit (recompute, e-mail, live pages) is
+  announced with signals (`tracking.signals`).
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from rest_framework import serializers
+
+from reports import alerts
+from reports.instruments import INSTRUMENTS, get_instrument, score_errors
+from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
+from tracking.models import Clinic, MarkerType, Patient, ProgressMarker, SessionStatus, TherapySession
+from tracking.signals import alerts_changed, data_changed, send_on_commit
+from tracking.validators import (
+    EXTERNAL_ID_PATTERN,
+    INT32_MAX,
+    TIMESTAMP_MIN,
+    echo_safe,
+    external_id_error,
+    text_error,
+)
+
+# A validated item: the fields of its serializer's `validated_data` (values of several types, per
+# field), and `_index`, its position in the batch (or its line in an outcomes file).
+Item = dict[str, Any]
+# What is wrong with an item: kind, index, item_id, field, reason (those known).
+ItemError = dict[str, str | int]
+
+# ----- validation ---------------------------------------------------------------------------------
+
+
+class StrictCharField(serializers.CharField):
+    """Text only, and only text PostgreSQL can store: no NUL, no unpaired surrogate."""
+
+    if TYPE_CHECKING:  # DRF is untyped: this says what `fail` does, which is always raise.
+
+        def fail(self, key: str, **kwargs: object) -> NoReturn: ...
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if reason := text_error(data):
+            raise serializers.ValidationError(reason, code="invalid_text")
+        return super().to_internal_value(data)
+
+
+class ExternalIdField(StrictCharField):
+    """A player id or an external id (DESIGN §6). Checked before trimming: an id with a trailing newline
+    is refused, not silently changed into another id."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=128, **kwargs)
+        # Documents the pattern in the OpenAPI schema; the check that decides is the fullmatch below.
+        self.validators.append(RegexValidator(EXTERNAL_ID_PATTERN))
+
+    def to_internal_value(self, data: object) -> str:
+        if isinstance(data, str) and (reason := external_id_error(data)):
+            raise serializers.ValidationError(reason, code="invalid_id")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data: object) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    def to_internal_value(self, data: object) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class OffsetDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with an explicit offset; from 2000-01-01T00:00:00Z to 5 minutes in the future. A clock
+    reset to year 1 is not a session from year 1, and years 1 and 9999 with an offset do not even fit a
+    datetime in UTC."""
+
+    default_error_messages = {
+        "naive": "Timestamp needs a UTC offset, e.g. 2026-01-31T18:30:00+00:00.",
+        "future": "Timestamp is more than 5 minutes in the future.",
+        "too_early": "Timestamp is before 2000-01-01T00:00:00Z; is the device's clock set?",
+    }
+
+    if TYPE_CHECKING:  # DRF is untyped: this says what `fail` does, which is always raise.
+
+        def fail(self, key: str, **kwargs: object) -> NoReturn: ...
+
+    def to_internal_value(self, value: object) -> datetime:
+        try:
+            parsed = parse_datetime(value) if isinstance(value, str) else None
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            self.fail("invalid", format="ISO 8601 with an offset, e.g. 2026-01-31T18:30:00+00:00")
+        if timezone.is_naive(parsed):
+            self.fail("naive")
+        try:
+            instant = parsed.astimezone(UTC)
+        except (OverflowError, ValueError):  # 0001-01-01T00:00+05:00, 9999-12-31T23:59-05:00
+            self.fail("too_early" if parsed.year < TIMESTAMP_MIN.year else "future")
+        if instant < TIMESTAMP_MIN:
+            self.fail("too_early")
+        tolerance = timedelta(seconds=settings.INGEST_FUTURE_TOLERANCE_SECONDS)
+        if instant > timezone.now() + tolerance:
+            self.fail("future")
+        return instant
+
+
+def external_id_field(**kwargs: Any) -> ExternalIdField:
+    return ExternalIdField(**kwargs)
+
+
+def text_list_field() -> serializers.ListField:
+    return serializers.ListField(child=StrictCharField(max_length=200), required=False, max_length=100, default=list)
+
+
+class SessionInSerializer(serializers.Serializer):
+    session_id = external_id_field()
+    player_id = external_id_field()
+    started_at = OffsetDateTimeField()
+    ended_at = OffsetDateTimeField(required=False, allow_null=True, default=None)
+    status = serializers.ChoiceField(choices=SessionStatus.values)
+    duration_minutes = StrictFloatField(min_value=0, max_value=24 * 60)
+    world = StrictCharField(max_length=128, required=False, allow_blank=True, default="")
+    character = StrictCharField(max_length=128, required=False, allow_blank=True, default="")
+    approaches = text_list_field()
+    interventions_count = StrictIntegerField(min_value=0, max_value=INT32_MAX, required=False, default=0)
+    key_achievements = text_list_field()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["ended_at"] is not None and attrs["ended_at"] < attrs["started_at"]:
+            raise serializers.ValidationError({"ended_at": "ended_at is before started_at."})
+        return attrs
+
+
+class MarkerInSerializer(serializers.Serializer):
+    marker_id = external_id_field()
+    session_id = external_id_field()
+    player_id = external_id_field()
+    type = serializers.ChoiceField(choices=MarkerType.values)
+    description = StrictCharField(max_length=2000, required=False, allow_blank=True, default="")
+    achieved_at = OffsetDateTimeField()
+    therapeutic_value = StrictFloatField(min_value=0, max_value=1)
+    related_goal_id = StrictCharField(max_length=128, required=False, allow_blank=True, allow_null=True, default="")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs["related_goal_id"] = attrs["related_goal_id"] or ""
+        return attrs
+
+
+class OutcomeInSerializer(serializers.Serializer):
+    response_id = external_id_field()
+    player_id = external_id_field()
+    instrument = serializers.ChoiceField(choices=list(INSTRUMENTS))
+    administered_at = OffsetDateTimeField()
+    items = serializers.ListField(child=StrictIntegerField(), required=False, allow_null=True, default=None)
+    total = StrictIntegerField(required=False, allow_null=True, default=None)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        instrument = get_instrument(attrs["instrument"])
+        errors = score_errors(instrument, attrs["items"], attrs["total"])
+        if errors:
+            raise serializers.ValidationError(errors)
+        if attrs["total"] is None:
+            attrs["total"] = sum(attrs["items"])
+        return attrs
+
+
+class AlertInSerializer(serializers.Serializer):
+    alert_id = external_id_field()
+    player_id = external_id_field()
+    level = serializers.ChoiceField(choices=AlertSeverity.values)
+    reason = StrictCharField(max_length=2000)
+    occurred_at = OffsetDateTimeField()
+
+
+class IngestBatchSerializer(serializers.Serializer):
+    """Documentation of the whole body; items are validated one by one so errors can name them."""
+
+    sessions = SessionInSerializer(many=True, required=False)
+    markers = MarkerInSerializer(many=True, required=False)
+    outcomes = OutcomeInSerializer(many=True, required=False)
+    alerts = AlertInSerializer(many=True, required=False)
+
+
+ITEM_SERIALIZERS: dict[str, type[serializers.Serializer]] = {
+    "sessions": SessionInSerializer,
+    "markers": MarkerInSerializer,
+    "outcomes": OutcomeInSerializer,
+    "alerts": AlertInSerializer,
+}
+ITEM_ID_FIELD = {"sessions": "session_id", "markers": "marker_id", "outcomes": "response_id", "alerts": "alert_id"}
+
+
+KINDS = tuple(ITEM_SERIALIZERS)
+
+
+def batch_validate(data: object, *, max_items: int) -> dict[str, list[Item]]:
+    try:
+        return _batch_validate(data, max_items=max_items)
+    except IngestRejected as rejected:
+        # Field names and messages may quote the client's input; a quoted unpaired surrogate would make
+        # the JSON answer unencodable (a 500 instead of this 400).
+        raise IngestRejected([_echo_safe(e) for e in rejected.errors]) from None
+
+
+def _echo_safe(error: ItemError) -> ItemError:
+    return {key: echo_safe(value, limit=500) if isinstance(value, str) else value for key, value in error.items()}
+
+
+def _batch_validate(data: object, *, max_items: int) -> dict[str, list[Item]]:
+    if not isinstance(data, dict):
+        raise IngestRejected(
+            [{"field": "body", "reason": "Expected a JSON object with sessions, markers, outcomes, alerts."}]
+        )
+    errors: list[ItemError] = []
+    unknown = sorted(set(data) - set(KINDS))
+    errors += [{"field": key, "reason": f"Unknown key; expected one of {', '.join(KINDS)}."} for key in unknown]
+    lists = {kind: [] if data.get(kind) is None else data[kind] for kind in KINDS}
+    for kind, items in lists.items():
+        if not isinstance(items, list):
+            errors.append({"kind": kind, "field": kind, "reason": "Expected a list."})
+    if errors:
+        raise IngestRejected(errors)
+    total = sum(len(items) for items in lists.values())
+    if total == 0:
+        raise IngestRejected([{"field": "body", "reason": "The batch has no items."}])
+    if total > max_items:
+        raise IngestRejected(
+            [{"field": "body", "reason": f"The batch has {total} items; at most {max_items} per request."}]
+        )
+
+    validated: dict[str, list[Item]] = {kind: [] for kind in KINDS}
+    for kind, items in lists.items():
+        seen: set[str] = set()
+        id_field = ITEM_ID_FIELD[kind]
+        for index, item in enumerate(items):
+            where: ItemError = {"kind": kind, "index": index}
+            # An invalid id is not quoted back: the error names the field and says why instead.
+            if isinstance(item, dict) and isinstance(item.get(id_field), str) and not external_id_error(item[id_field]):
+                where["item_id"] = item[id_field]
+            if not isinstance(item, dict):
+                errors.append({**where, "field": kind, "reason": "Expected a JSON object."})
+                continue
+            serializer = ITEM_SERIALIZERS[kind](data=item)
+            if not serializer.is_valid():
+                errors += [{**where, **e} for e in _field_errors(serializer.errors)]
+                continue
+            unknown_fields = sorted(set(item) - set(serializer.fields))
+            if unknown_fields:
+                errors += [{**where, "field": f, "reason": "Unknown field."} for f in unknown_fields]
+                continue
+            if item[id_field] in seen:
+                errors.append({**where, "field": id_field, "reason": "Appears twice in this batch."})
+                continue
+            seen.add(item[id_field])
+            validated[kind].append(dict(serializer.validated_data, _index=index))
+    if errors:
+        raise IngestRejected(errors)
+    return validated
+
+
+def _field_errors(detail: Mapping[str, object]) -> list[ItemError]:
+    out: list[ItemError] = []
+    for name, messages in detail.items():
+        if isinstance(messages, dict):  # a nested list field: {position: [messages]}
+            for position, inner in messages.items():
+                out += [{"field": f"{name}[{position}]", "reason": str(m)} for m in _as_list(inner)]
+        else:
+            out += [{"field": name, "reason": str(m)} for m in _as_list(messages)]
+    return out
+
+
+def _as_list(messages: object) -> Sequence[object]:
+    if isinstance(messages, list | tuple):
+        return messages
+    if isinstance(messages, serializers.ErrorDetail | str):
+        return [messages]
+    return [str(messages)]
+
+
+# ----- the kit -------------------------------------------------------------------------------------
+
+SESSION_FIELDS = (
+    "started_at",
+    "ended_at",
+    "status",
+    "duration_minutes",
+    "world",
+    "character",
+    "approaches",
+    "interventions_count",
+    "key_achievements",
+)
+MARKER_FIELDS = ("type", "description", "achieved_at", "therapeutic_value", "related_goal_id")
+
+
+@dataclass
+class KindCounts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass
+class IngestResult:
+    counts: dict[str, KindCounts] = field(
+        default_factory=lambda: {k: KindCounts() for k in ("sessions", "markers", "outcomes", "alerts")}
+    )
+    changed_patient_ids: set[int] = field(default_factory=set)
+    new_alert_ids: list[int] = field(default_factory=list)
+
+    @property
+    def created_any(self) -> bool:
+        return any(c.created for c in self.counts.values())
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {kind: vars(c) for kind, c in self.counts.items()}
+
+
+class IngestRejected(Exception):
+    """Items that are well-formed but contradict what is stored; nothing of the batch is kept."""
+
+    def __init__(self, errors: list[ItemError]) -> None:
+        super().__init__(f"{len(errors)} item(s) rejected")
+        self.errors = errors
+
+
+def item_error(kind: str, item: Item, id_field: str, field_name: str, reason: str) -> ItemError:
+    return {"kind": kind, "index": item["_index"], "item_id": item[id_field], "field": field_name, "reason": reason}
+
+
+def patients_get_or_create_locked(clinic: Clinic, player_ids: set[str]) -> dict[str, Patient]:
+    """Creates patients on first sight, then locks their rows (in id order, so concurrent batches for the
+    same players queue instead of deadlocking). The lock is what makes a concurrent identical batch see
+    the first one's rows and count them as unchanged."""
+    Patient.objects.bulk_create(
+        [Patient(clinic=clinic, player_id=p) for p in sorted(player_ids)], ignore_conflicts=True
+    )
+    patients = Patient.objects.select_for_update().filter(clinic=clinic, player_id__in=player_ids).order_by("pk")
+    return {p.player_id: p for p in patients}
+
+
+_Stored = TypeVar("_Stored", bound=models.Model)
+
+
+def stored_by_external_id(
+    model: type[_Stored], clinic: Clinic, id_field: str, items: list[Item], item_field: str | None = None
+) -> dict[str, _Stored]:
+    """The clinic's stored rows whose `id_field` is one the items give (in `item_field`, default the same
+    name), keyed by that id: one query per kind of item in a batch."""
+    ids = {item[item_field or id_field] for item in items}
+    # `_default_manager` is `objects` for these models; django-stubs types only it on a `type[_Stored]`.
+    return {
+        getattr(row, id_field): row for row in model._default_manager.filter(clinic=clinic, **{f"{id_field}__in": ids})
+    }
+
+
+def _update_if_changed(stored: models.Model, values: dict[str, Any]) -> bool:
+    """Writes `values` onto a stored row when any of them differs; True when it did."""
+    if all(getattr(stored, f) == v for f, v in values.items()):
+        return False
+    for f, v in values.items():
+        setattr(stored, f, v)
+    stored.save()
+    return True
+
+
+def _upsert_sessions(
+    clinic: Clinic, items: list[Item], patients: dict[str, Patient], result: IngestResult, errors: list[ItemError]
+) -> None:
+    existing = stored_by_external_id(TherapySession, clinic, "session_id", items)
+    counts = result.counts["sessions"]
+    to_create: list[TherapySession] = []
+    for item in items:
+        patient = patients[item["player_id"]]
+        values = {f: item[f] for f in SESSION_FIELDS}
+        stored = existing.get(item["session_id"])
+        if stored is None:
+            to_create.append(TherapySession(clinic=clinic, patient=patient, session_id=item["session_id"], **values))
+            counts.created += 1
+        elif stored.patient_id != patient.pk:
+            errors.append(
+                item_error("sessions", item, "session_id", "player_id", "This session belongs to another player.")
+            )
+        elif _update_if_changed(stored, values):
+            counts.updated += 1
+        else:
+            counts.unchanged += 1
+            continue
+        result.changed_patient_ids.add(patient.pk)
+    TherapySession.objects.bulk_create(to_create)
+
+
+def _upsert_markers(
+    clinic: Clinic, items: list[Item], patients: dict[str, Patient], result: IngestResult, errors: list[ItemError]
+) -> None:
+    sessions = stored_by_external_id(TherapySession, clinic, "session_id", items)
+    existing = stored_by_external_id(ProgressMarker, clinic, "marker_id", items)
+    counts = result.counts["markers"]
+    to_create: list[ProgressMarker] = []
+    for item in items:
+        patient = patients[item["player_id"]]
+        session = sessions.get(item["session_id"])
+        if session is None:
+            errors.append(
+                item_error(
+                    "markers", item, "marker_id", "session_id", "Unknown session: post it first or in this batch."
+                )
+            )
+            continue
+        if session.patient_id != patient.pk:
+            errors.append(
+                item_error("markers", item, "marker_id", "player_id", "The session belongs to another player.")
+            )
+            continue
+        values = {f: item[f] for f in MARKER_FIELDS}
+        stored = existing.get(item["marker_id"])
+        if stored is None:
+            to_create.append(
+                ProgressMarker(clinic=clinic, patient=patient, session=session, marker_id=item["marker_id"], **values)
+            )
+            counts.created += 1
+        elif stored.session_id != session.pk:
+            errors.append(
+                item_error("markers", item, "marker_id", "session_id", "This marker was recorded for another session.")
+            )
+            continue
+        elif _update_if_changed(stored, values):
+            counts.updated += 1
+        else:
+            counts.unchanged += 1
+            continue
+        result.changed_patient_ids.add(patient.pk)
+    ProgressMarker.objects.bulk_create(to_create)
+
+
+@transaction.atomic
+def ingest_batch(*, clinic: Clinic, items: dict[str, list[Item]]) -> IngestResult:
+    """Stores a validated batch all-or-nothing and idempotently (DESIGN §6). Raises IngestRejected, with
+    the transaction rolled back, when an item contradicts what is stored."""
+    result = IngestResult()
+    errors: list[ItemError] = []
+    player_ids = {item["player_id"] for kind_items in items.values() for item in kind_items}
+    patients = patients_get_or_create_locked(clinic, player_ids)
+
+    _upsert_sessions(clinic, items["sessions"], patients, result, errors)
+    _upsert_markers(clinic, items["markers"], patients, result, errors)
+    outcomes_ingest(clinic=clinic, items=items["outcomes"], patients=patients, result=result, errors=errors)
+    alerts_ingest(clinic=clinic, items=items["alerts"], patients=patients, result=result, errors=errors)
+    if errors:
+        raise IngestRejected(errors)
+
+    if result.changed_patient_ids:
+        # Marks the analytics stale in this same transaction, so a lost task is found again later.
+        Patient.objects.filter(pk__in=result.changed_patient_ids).update(data_changed_at=timezone.now())
+        send_on_commit(data_changed, patient_ids=sorted(result.changed_patient_ids))
+    if result.new_alert_ids:
+        send_on_commit(alerts_changed, clinic_ids=[clinic.pk], raised=list(result.new_alert_ids))
+    return result
+
+
+# ----- questionnaires and crisis signals ----------------------------------------------------------
+
+
+def outcomes_ingest(
+    *, clinic: Clinic, items: list[Item], patients: dict[str, Patient], result: IngestResult, errors: list[ItemError]
+) -> None:
+    """Stores new responses; a response posted again unchanged is counted as unchanged. A stored answer is
+    never rewritten: a changed one is rejected so a clinical record cannot be silently altered."""
+    existing = stored_by_external_id(OutcomeResponse, clinic, "response_id", items)
+    counts = result.counts["outcomes"]
+    answered: dict[int, Patient] = {}  # patients with a new response
+    for item in items:
+        patient = patients[item["player_id"]]
+        stored = existing.get(item["response_id"])
+        if stored is not None:
+            same = (
+                stored.patient_id == patient.pk
+                and stored.instrument == item["instrument"]
+                and stored.administered_at == item["administered_at"]
+                and stored.total == item["total"]
+                and (item["items"] is None or stored.items == item["items"])
+            )
+            if same:
+                counts.unchanged += 1
+            else:
+                errors.append(
+                    item_error(
+                        "outcomes",
+                        item,
+                        "response_id",
+                        "response_id",
+                        "Already recorded with different values; a stored response cannot be changed.",
+                    )
+                )
+            continue
+        response = OutcomeResponse.objects.create(
+            clinic=clinic,
+            patient=patient,
+            response_id=item["response_id"],
+            instrument=item["instrument"],
+            administered_at=item["administered_at"],
+            total=item["total"],
+            **OutcomeResponse.item_columns(item["items"]),
+        )
+        counts.created += 1
+        result.changed_patient_ids.add(patient.pk)
+        answered.setdefault(patient.pk, patient)
+        alert = alerts.risk_item_alert(response, patient)
+        if alert is not None:
+            result.new_alert_ids.append(alert.pk)
+    result.new_alert_ids += [a.pk for a in alerts.deterioration_alerts(patients=list(answered.values()))]
+
+
+def alerts_ingest(
+    *, clinic: Clinic, items: list[Item], patients: dict[str, Patient], result: IngestResult, errors: list[ItemError]
+) -> None:
+    """Crisis signals from the game: each becomes an alert at once, in the ingest transaction."""
+    existing = stored_by_external_id(Alert, clinic, "alert_id", items)
+    counts = result.counts["alerts"]
+    for item in items:
+        patient = patients[item["player_id"]]
+        stored = existing.get(item["alert_id"])
+        if stored is not None:
+            if stored.patient_id == patient.pk and (stored.severity, stored.reason, stored.occurred_at) == (
+                item["level"],
+                item["reason"],
+                item["occurred_at"],
+            ):
+                counts.unchanged += 1
+            else:
+                errors.append(
+                    item_error(
+                        "alerts",
+                        item,
+                        "alert_id",
+                        "alert_id",
+                        "Already recorded with different values; a stored crisis signal cannot be changed.",
+                    )
+                )
+            continue
+        alert = alerts.alert_raise(
+            patient=patient,
+            kind=AlertKind.CRISIS_SIGNAL,
+            severity=item["level"],
+            reason=item["reason"],
+            occurred_at=item["occurred_at"],
+            alert_id=item["alert_id"],
+        )
+        counts.created += 1
+        result.changed_patient_ids.add(patient.pk)
+        result.new_alert_ids.append(alert.pk)
+
+
+@transaction.atomic
+def outcomes_import(*, clinic: Clinic, items: list[Item]) -> IngestResult:
+    """Stores the validated rows of an outcomes file (`manage.py import_outcomes`) all-or-nothing, exactly
+    as the ingest API stores outcomes: patients are created on first sight, a response already stored
+    unchanged is counted as unchanged, a changed one is rejected, item 9 > 0 raises an urgent alert.
+    Raises IngestRejected (the transaction rolled back) naming each rejected item; an item's `_index` is
+    its line in the file."""
+    result = IngestResult()
+    errors: list[ItemError] = []
+    patients = patients_get_or_create_locked(clinic, {item["player_id"] for item in items})
+    outcomes_ingest(clinic=clinic, items=items, patients=patients, result=result, errors=errors)
+    if errors:
+        raise IngestRejected(errors)
+    if result.changed_patient_ids:
+        # As ingest does: the patient's stored analytics are stale from this transaction on.
+        Patient.objects.filter(pk__in=result.changed_patient_ids).update(data_changed_at=timezone.now())
+    return result
