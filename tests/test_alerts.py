@@ -4,6 +4,7 @@ from django.utils import timezone
 
 from reports.models import Alert
 from tests.conftest import logged_in
+from tests.factories import TherapySessionFactory
 from tracking import recompute
 from tracking.models import Patient
 
@@ -117,7 +118,6 @@ def test_gad7_rise_of_4_is_reliable_and_an_open_alert_is_not_repeated(api, thera
 
 
 def _sessions_days_ago(patient, days):
-    from tests.factories import TherapySessionFactory
 
     for d in days:
         TherapySessionFactory(patient=patient, started_at=timezone.now() - timezone.timedelta(days=d))

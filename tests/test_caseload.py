@@ -1,6 +1,7 @@
 """The caseload page: one row per assigned patient, sorting, filters, search, a fixed number of queries."""
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -9,7 +10,9 @@ from django.utils import timezone
 
 from tests.conftest import logged_in
 from tests.factories import CareAssignmentFactory, OutcomeResponseFactory, PatientFactory
+from tracking import selectors
 from tracking.models import ProgressSummary
+from tracking.selectors import CaseloadQuery
 
 
 def add_patients(clinic, therapist, n: int, start: int = 0) -> list:
@@ -136,11 +139,6 @@ def test_not_active_for_7_days_counts_the_patients_own_local_days(
 ):
     """ "Not active for 7 days": no active day in the 7 local days ending today (today and the 6 before),
     in the patient's own calendar, whatever the UTC date is at that moment."""
-    from datetime import date, datetime
-    from zoneinfo import ZoneInfo
-
-    from tracking import selectors
-    from tracking.selectors import CaseloadQuery
 
     now = datetime(*local_now, tzinfo=ZoneInfo(tz_name))
     local_today = now.date()

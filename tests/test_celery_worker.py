@@ -24,6 +24,7 @@ from progress_site.celery import app as celery_app
 from tests.test_ingest import post
 from tracking import history, webhooks
 from tracking.models import Milestone, Patient, ProgressHighlight, ProgressSummary, WebhookDelivery
+from tracking.tasks import recompute_patient_analytics
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -229,7 +230,6 @@ def test_a_batch_completing_a_week_streak_leads_to_milestone_highlight_and_signe
     assert response.status_code == 200 and response.json()["sessions"]["unchanged"] == 7
     patient = Patient.objects.get(player_id="streaker")
     before = patient.analytics_computed_at
-    from tracking.tasks import recompute_patient_analytics
 
     recompute_patient_analytics.delay(patient.pk)
     wait_until(lambda: Patient.objects.get(pk=patient.pk).analytics_computed_at > before, what="the recompute")

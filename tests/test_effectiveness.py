@@ -16,6 +16,7 @@ from reports.outcomes import MEASURE_KEYS, PATIENT_KEYS
 from tests.conftest import logged_in
 from tests.factories import (
     CareAssignmentFactory,
+    MembershipFactory,
     OutcomeResponseFactory,
     PatientFactory,
     ProgressMarkerFactory,
@@ -391,7 +392,6 @@ def test_schema_documents_the_outcome_endpoints_and_their_errors(db):
 
 
 def test_period_follows_each_clinics_calendar_in_a_two_clinic_caseload(clinic, other_clinic, therapist_a):
-    from tests.factories import MembershipFactory
 
     MembershipFactory(user=therapist_a, clinic=other_clinic, role="therapist")
     london = CareAssignmentFactory(

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from tests.factories import ProgressMarkerFactory, TherapySessionFactory
 from tests.test_ingest import post
-from tracking import history, read_models, recompute
+from tracking import history, read_models, recompute, tasks
 from tracking.models import (
     ClinicMilestoneRule,
     Milestone,
@@ -311,7 +311,6 @@ def test_a_clinics_own_milestone_rules_apply_at_the_next_recompute(patient_a):
 
 
 def test_the_reconciler_sends_a_stale_patient_once_until_its_recompute_starts(clinic):
-    from tracking import tasks
 
     stale = Patient.objects.create(clinic=clinic, player_id="stale", data_changed_at=timezone.now())
     assert tasks.reconcile_analytics() == 1

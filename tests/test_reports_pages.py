@@ -12,6 +12,7 @@ from reports.exports import patient_csv_header
 from tests.conftest import logged_in
 from tests.factories import (
     CareAssignmentFactory,
+    MembershipFactory,
     OutcomeResponseFactory,
     PatientFactory,
     ProgressMarkerFactory,
@@ -250,7 +251,6 @@ def test_clinic_print_page(clinic_admin, caseload):
 
 
 def test_admin_of_two_clinics_picks_one(clinic_admin, other_clinic, caseload, foreign_patient):
-    from tests.factories import MembershipFactory
 
     MembershipFactory(user=clinic_admin, clinic=other_clinic, role="clinic_admin")
     scores(foreign_patient)

@@ -16,6 +16,7 @@ from django.utils import timezone
 from progress_site.celery import app as celery_app
 from reports import alerts
 from reports.models import Alert, AlertKind, AlertSeverity
+from reports.tasks import notify_alert
 from tests.factories import CareAssignmentFactory, MembershipFactory, PatientFactory, TherapySessionFactory
 from tests.test_celery_worker import Receiver
 from tracking import history, recompute, tasks, webhooks
@@ -145,7 +146,6 @@ def test_one_failing_alert_email_does_not_stop_the_sweep_and_is_retried_after_it
 
 def test_the_alert_task_records_a_failed_send_for_the_sweep_instead_of_raising(two_clinics_of_alerts, refusing_mail):
     bad, _ = two_clinics_of_alerts
-    from reports.tasks import notify_alert
 
     assert notify_alert(bad.pk) is False
     bad.refresh_from_db()
