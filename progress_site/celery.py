@@ -4,6 +4,7 @@ import logging
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "progress_site.settings")
 
@@ -39,6 +40,8 @@ def _beat_schedule() -> dict:
         "retry-pending-webhooks": {"task": "tracking.tasks.retry_pending_webhooks", "schedule": 60.0},
         # Alert e-mails not sent yet (a lost task, or alerts raised by a recompute).
         "notify-pending-alerts": {"task": "reports.tasks.notify_pending_alerts", "schedule": 60.0},
+        # Each night: verify every audit chain and write its signed head outside the database.
+        "audit-nightly": {"task": "tracking.tasks.audit_nightly", "schedule": crontab(hour=2, minute=15)},
         # Urgent alerts not acknowledged in ALERT_ESCALATION_MINUTES: e-mail the clinic admins.
         "escalate-alerts": {"task": "reports.tasks.escalate_alerts", "schedule": 60.0},
     }

@@ -164,6 +164,14 @@ ANALYTICS_DEBOUNCE_SECONDS = float(env_str("ANALYTICS_DEBOUNCE_SECONDS", "2"))
 ANALYTICS_RECONCILE_SECONDS = float(env_str("ANALYTICS_RECONCILE_SECONDS", "60"))
 ANALYTICS_CACHE_SECONDS = env_int("ANALYTICS_CACHE_SECONDS", 300)
 
+# Audit log (DESIGN §7): signed chain heads are written outside the database, signed with a key that is
+# not SECRET_KEY. Both are required in production; the demo keeps them beside its database.
+AUDIT_HEAD_DIR = env_str("AUDIT_HEAD_DIR")
+AUDIT_SIGNING_KEY = env_str("AUDIT_SIGNING_KEY")
+if PRODUCTION and not (AUDIT_HEAD_DIR and AUDIT_SIGNING_KEY):
+    raise ImproperlyConfigured("AUDIT_HEAD_DIR and AUDIT_SIGNING_KEY must be set when DJANGO_ENV=production")
+AUDIT_HEAD_DIR = AUDIT_HEAD_DIR or str(BASE_DIR / "audit-heads")
+
 # Alerts: e-mail to the assigned therapists; urgent ones unacknowledged this long go to the clinic admins.
 ALERT_ESCALATION_MINUTES = env_int("ALERT_ESCALATION_MINUTES", 30)
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000")

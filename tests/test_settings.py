@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCTION = {"DJANGO_ENV": "production", "SECRET_KEY": "x" * 60, "ALLOWED_HOSTS": "progress.example.org"}
+PRODUCTION = {
+    "DJANGO_ENV": "production",
+    "SECRET_KEY": "x" * 60,
+    "ALLOWED_HOSTS": "progress.example.org",
+    "AUDIT_HEAD_DIR": "/tmp/audit-heads-settings-test",  # noqa: S108 (never written: settings only)
+    "AUDIT_SIGNING_KEY": "k" * 40,
+}
 
 
 def settings_with(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -52,3 +58,12 @@ def test_a_boolean_variable_with_another_value_is_an_error_not_false(value):
     result = settings_with({"DEBUG": value})
     assert result.returncode != 0
     assert f"DEBUG={value!r} is not a true or false word" in result.stderr
+
+
+@pytest.mark.parametrize("missing", ["AUDIT_HEAD_DIR", "AUDIT_SIGNING_KEY"])
+def test_production_needs_the_audit_head_directory_and_signing_key(missing):
+    env = {**PRODUCTION, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres"}
+    del env[missing]
+    result = settings_with(env)
+    assert result.returncode != 0
+    assert "AUDIT_HEAD_DIR and AUDIT_SIGNING_KEY must be set" in result.stderr

@@ -396,3 +396,127 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} → {self.clinic.slug} ({self.status})"
+
+
+# ----- audit (DESIGN §7) ---------------------------------------------------------------------------
+
+
+class AuditAction(models.TextChoices):
+    LOGIN = "auth.login"
+    LOGIN_FAILED = "auth.login_failed"
+    LOGOUT = "auth.logout"
+    LOCKOUT = "auth.lockout"
+    MFA = "auth.mfa"
+    PATIENT_READ = "patient.read"
+    CASELOAD_READ = "caseload.read"
+    EXPORT = "export"
+    INGEST = "ingest"
+    ALERT_ACKNOWLEDGE = "alert.acknowledge"
+    RISK_FLAG_CLEAR = "risk_flag.clear"
+    RECOMMENDATION_DISMISS = "recommendation.dismiss"
+    HIGHLIGHT_CELEBRATED = "highlight.celebrated"
+    CONFIG_CHANGE = "config.change"
+    USER_CHANGE = "user.change"
+    ASSIGNMENT_CHANGE = "assignment.change"
+    TOKEN_CHANGE = "token.change"  # noqa: S105 (an action name, not a secret)
+    BREAK_GLASS = "break_glass"
+    RETENTION_RUN = "retention.run"
+    AUDIT_EXPORT = "audit.export"
+    AUDIT_VERIFY = "audit.verify"
+    ACCESS_DENIED = "access.denied"
+
+
+class AuditOutcome(models.TextChoices):
+    OK = "ok"
+    DENIED = "denied"
+    FAILED = "failed"
+
+
+class AuditEvent(models.Model):
+    """One entry of the append-only, hash-chained audit log (tracking.audit). A database trigger refuses
+    every UPDATE, and every DELETE of an event younger than 2,192 days. Plain columns, no foreign keys:
+    an event outlives the rows it names."""
+
+    chain = models.CharField(max_length=64)  # the clinic's slug, or "system"
+    seq = models.PositiveBigIntegerField()
+    at = models.DateTimeField()
+    actor = models.CharField(max_length=200)
+    role = models.CharField(max_length=32, blank=True)
+    action = models.CharField(max_length=32, choices=AuditAction.choices)
+    patients = models.JSONField(default=list)
+    object = models.CharField(max_length=200, blank=True)
+    detail = models.JSONField(default=dict)
+    ip = models.CharField(max_length=45, null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=AuditOutcome.choices, default=AuditOutcome.OK)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        db_table = "audit_event"
+        ordering = ["chain", "seq"]
+        constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="audit_event_seq_once_per_chain")]
+        indexes = [
+            models.Index(fields=["chain", "-at", "-seq"], name="audit_chain_time"),
+            models.Index(fields=["chain", "action", "-at"], name="audit_chain_action_time"),
+            models.Index(fields=["chain", "actor", "-at"], name="audit_chain_actor_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain}#{self.seq} {self.action}"
+
+
+class AuditChainHead(models.Model):
+    """The newest event of each chain: appends lock this row, so they are serialised per chain only. Also
+    what the console shows of the chain's state: the last verification and the last signed export."""
+
+    chain = models.CharField(max_length=64, primary_key=True)
+    seq = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64)
+    # Retention removes only a prefix of a chain and leaves here where verification starts again.
+    checkpoint_seq = models.PositiveBigIntegerField(default=0)
+    checkpoint_hash = models.CharField(max_length=64, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verified_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    verified_ok = models.BooleanField(null=True)
+    verified_message = models.CharField(max_length=500, blank=True)
+    exported_at = models.DateTimeField(null=True, blank=True)
+    exported_seq = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "audit_chain_head"
+
+    def __str__(self) -> str:
+        return f"{self.chain} @ {self.seq}"
+
+
+class AuditReview(models.Model):
+    """An auditor's review of an event that needs one (a break-glass grant, a lockout)."""
+
+    event_id = models.BigIntegerField(unique=True)  # an AuditEvent id; not a foreign key (see AuditEvent)
+    chain = models.CharField(max_length=64)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reviewed_at = models.DateTimeField()
+    note = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"review of event {self.event_id}"
+
+
+class BreakGlassGrant(models.Model):
+    """Emergency access of a therapist to an unassigned patient of their own clinic (DESIGN §7)."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="break_glass_grants")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="break_glass_grants")
+    reason = models.TextField()
+    granted_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "patient", "expires_at"], name="break_glass_active")]
+        constraints = [
+            models.CheckConstraint(condition=Q(expires_at__gt=models.F("granted_at")), name="break_glass_window")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.patient} until {self.expires_at:%Y-%m-%d %H:%M}"
