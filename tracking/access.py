@@ -9,13 +9,15 @@ give access to clinical detail (clinic admin, auditor) gets 403.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils import timezone
 
-from tracking.models import Clinic, IngestToken, Membership, Patient, Role
+from tracking.models import BreakGlassGrant, Clinic, IngestToken, Membership, Patient, Role
 from tracking.validators import external_id_error
 
 if TYPE_CHECKING:
@@ -71,8 +73,29 @@ def patient_for_user(user: User, player_id: str) -> Patient:
     if roles[patient.clinic_id] not in CLINICAL_ROLES:
         raise PermissionDenied("Your role does not give access to clinical detail.")
     if not patient.assignments.filter(therapist=user).exists():
-        raise Http404("No such patient.")
+        grant = active_break_glass(user, patient)
+        if grant is None:
+            raise Http404("No such patient.")
+        patient.break_glass_until = grant.expires_at  # the page carries a banner while it lasts
     return patient
+
+
+def active_break_glass(user: User, patient: Patient, now: datetime | None = None) -> BreakGlassGrant | None:
+    """The user's emergency grant to this patient that has not expired yet (DESIGN §7), if any."""
+    return (
+        BreakGlassGrant.objects.filter(user=user, patient=patient, expires_at__gt=now or timezone.now())
+        .order_by("-expires_at")
+        .first()
+    )
+
+
+def break_glass_candidate(user: User, player_id: str) -> Patient | None:
+    """The patient a therapist may ask emergency access to: one of a clinic where they are a therapist.
+    None for an unknown id and for another clinic's patient alike, so the answer reveals nothing."""
+    if external_id_error(player_id):
+        return None
+    clinics = [c for c, r in roles_of(user).items() if r in CLINICAL_ROLES]
+    return Patient.objects.select_related("clinic").filter(clinic_id__in=clinics, player_id=player_id).first()
 
 
 def patient_for_token(token: IngestToken, player_id: str) -> Patient:

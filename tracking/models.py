@@ -1,6 +1,7 @@
 """Patients, care assignment, what the game reports (sessions, markers) and who may see it."""
 
 import zoneinfo
+from datetime import datetime
 
 from django.conf import settings
 from django.core.cache import cache
@@ -92,6 +93,8 @@ class Patient(models.Model):
     analytics_retry_at = models.DateTimeField(null=True, blank=True)
 
     objects = PatientQuerySet.as_manager()
+    # Not a column: set by tracking.access when a therapist reaches the patient through break-glass.
+    break_glass_until: "datetime | None" = None
 
     class Meta:
         ordering = ["player_id"]
