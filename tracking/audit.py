@@ -127,12 +127,13 @@ def audit_record(
 ) -> AuditEvent:
     """Appends one event to `chain`, in the caller's transaction (it commits or rolls back with the
     change it records). The chain's head row stays locked until that transaction ends: keep audited
-    writes short."""
-    with transaction.atomic():
-        head = _locked_head(chain)
+    writes short. Two round trips on PostgreSQL: take the next seq (locking the head), then insert the
+    event and move the head's hash in one statement."""
+    with transaction.atomic(savepoint=False):  # in the caller's transaction: a failure fails it too
+        seq, prev_hash = _next_seq(chain)
         event = AuditEvent(
             chain=chain,
-            seq=head.seq + 1,
+            seq=seq,
             at=at or timezone.now(),
             actor=actor[:200],
             role=role,
@@ -142,20 +143,46 @@ def audit_record(
             detail=masked(detail or {}),
             ip=ip,
             outcome=outcome,
-            prev_hash=head.hash,
+            prev_hash=prev_hash,
         )
         event.hash = chain_hash(event.prev_hash, event_fields(event))
-        event.save()
-        AuditChainHead.objects.filter(chain=chain).update(seq=event.seq, hash=event.hash)
+        _insert_and_move_head(event)
     return event
 
 
-def _locked_head(chain: str) -> AuditChainHead:
-    head = AuditChainHead.objects.select_for_update().filter(chain=chain).first()
-    if head is None:
-        AuditChainHead.objects.bulk_create([AuditChainHead(chain=chain, seq=0, hash=ZERO_HASH)], ignore_conflicts=True)
-        head = AuditChainHead.objects.select_for_update().get(chain=chain)
-    return head
+def _next_seq(chain: str) -> tuple[int, str]:
+    """Locks the chain's head and takes its next seq; returns it with the hash the new event follows."""
+    with connection.cursor() as cursor:
+        for _ in range(2):
+            cursor.execute("UPDATE audit_chain_head SET seq = seq + 1 WHERE chain = %s RETURNING seq, hash", [chain])
+            row = cursor.fetchone()
+            if row is not None:
+                return int(row[0]), str(row[1])
+            # The chain's first event: create its head (a concurrent first append may win; then retry).
+            AuditChainHead.objects.bulk_create(
+                [AuditChainHead(chain=chain, seq=0, hash=ZERO_HASH)], ignore_conflicts=True
+            )
+    raise RuntimeError(f"audit chain {chain!r} has no head row")
+
+
+_INSERT_COLUMNS = [f for f in AuditEvent._meta.concrete_fields if f.column != "id"]
+
+
+def _insert_and_move_head(event: AuditEvent) -> None:
+    if connection.vendor != "postgresql":
+        event.save()
+        AuditChainHead.objects.filter(chain=event.chain).update(hash=event.hash)
+        return
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in _INSERT_COLUMNS)
+    values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _INSERT_COLUMNS]
+    placeholders = ", ".join(["%s"] * len(values))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH new_event AS (INSERT INTO audit_event ({columns}) VALUES ({placeholders}) RETURNING id) "  # noqa: S608 (column names from the model)
+            "UPDATE audit_chain_head SET hash = %s WHERE chain = %s RETURNING (SELECT id FROM new_event)",
+            [*values, event.hash, event.chain],
+        )
+        event.pk = cursor.fetchone()[0]
 
 
 # ----- verify -----------------------------------------------------------------------------------------
