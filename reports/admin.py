@@ -1,10 +1,13 @@
+"""Django admin of questionnaire responses and alerts: patient data, audited by field name (tracking.admin)."""
+
 from django.contrib import admin
 
 from reports.models import Alert, OutcomeResponse
+from tracking.admin import PatientDataAdmin
 
 
 @admin.register(OutcomeResponse)
-class OutcomeResponseAdmin(admin.ModelAdmin):
+class OutcomeResponseAdmin(PatientDataAdmin):
     list_display = ("response_id", "patient", "instrument", "administered_at", "total")
     list_filter = ("instrument",)
     search_fields = ("response_id", "patient__player_id")
@@ -13,7 +16,7 @@ class OutcomeResponseAdmin(admin.ModelAdmin):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(PatientDataAdmin):
     list_display = ("patient", "kind", "severity", "occurred_at", "acknowledged_at")
     list_filter = ("kind", "severity")
     search_fields = ("patient__player_id", "alert_id")

@@ -37,7 +37,8 @@ from reports.instruments import INSTRUMENTS, PHQ9, Instrument, get_instrument
 from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
 from reports.outcomes import Score, deterioration_crossing
 from reports.selectors import scores_by_patient
-from tracking.models import CareAssignment, Membership, Patient, Role
+from tracking import audit
+from tracking.models import AuditAction, CareAssignment, Membership, Patient, Role
 from tracking.signals import alerts_changed, data_changed, send_on_commit
 from tracking.validators import text_error
 
@@ -130,6 +131,15 @@ def alerts_acknowledge(*, patient: Patient, alert_ids: list[int], user: User, no
     Patient.objects.filter(pk=patient.pk).update(data_changed_at=now)
     send_on_commit(data_changed, patient_ids=[patient.pk])
     send_on_commit(alerts_changed, clinic_ids=[patient.clinic_id], raised=[])
+    ids = [a.pk for a in alerts]
+    audit.audit_here(
+        action=AuditAction.ALERT_ACKNOWLEDGE,
+        clinic=patient.clinic_id,
+        user=user,
+        patients=[patient.player_id],
+        object="alert:" + ",".join(str(i) for i in ids),
+        detail={"count": len(ids), "alert_ids": ids, "with_note": bool(note)},  # never the note
+    )
     return alerts
 
 
@@ -144,13 +154,21 @@ def patient_clear_risk_flag(*, patient: Patient, user: User, note: str) -> Patie
     """Only a therapist clears a risk flag, and only with a note saying why."""
     note = _note_cleaned(note, required=True, missing="Say why the risk flag can be cleared.")
     if patient.risk_flag:
-        patient.risk_flag = False
-        patient.risk_flag_cleared_at = timezone.now()
-        patient.risk_flag_cleared_by = user
-        patient.risk_flag_clear_note = note
-        patient.save(
-            update_fields=["risk_flag", "risk_flag_cleared_at", "risk_flag_cleared_by", "risk_flag_clear_note"]
-        )
+        with transaction.atomic():
+            patient.risk_flag = False
+            patient.risk_flag_cleared_at = timezone.now()
+            patient.risk_flag_cleared_by = user
+            patient.risk_flag_clear_note = note
+            patient.save(
+                update_fields=["risk_flag", "risk_flag_cleared_at", "risk_flag_cleared_by", "risk_flag_clear_note"]
+            )
+            audit.audit_here(
+                action=AuditAction.RISK_FLAG_CLEAR,
+                clinic=patient.clinic_id,
+                user=user,
+                patients=[patient.player_id],
+                object=f"patient:{patient.player_id}",
+            )  # never the note
         send_on_commit(alerts_changed, clinic_ids=[patient.clinic_id], raised=[])
     return patient
 

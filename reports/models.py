@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from reports.instruments import INSTRUMENTS, MAX_ITEMS
-from tracking.models import Clinic, Patient
+from tracking.models import Clinic, Patient, row_history
 
 ITEM_FIELDS = [f"item_{n}" for n in range(1, MAX_ITEMS + 1)]
 
@@ -51,6 +51,7 @@ def _response_constraints() -> list[models.BaseConstraint]:
     return constraints
 
 
+@row_history()
 class OutcomeResponse(models.Model):
     """One administration of a questionnaire. Item scores are stored when known (one column per item so
     the database can check each one); the total always, and it equals their sum."""
@@ -104,6 +105,14 @@ class AlertSeverity(models.TextChoices):
     MODERATE = "moderate"
 
 
+@row_history(
+    "notify_attempts",
+    "notify_error",
+    "notify_retry_at",
+    "escalation_attempts",
+    "escalation_error",
+    "escalation_retry_at",
+)
 class Alert(models.Model):
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="+")
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="alerts")

@@ -15,7 +15,7 @@ from reports.exports import aggregate_csv_rows, caseload_csv_rows, csv_text
 from reports.forms import ClinicPeriodForm, PeriodForm
 from reports.models import Alert
 from tracking import access
-from tracking.models import Role
+from tracking.models import AuditAction, Role
 
 THERAPISTS = [Role.THERAPIST]
 CLINIC_ADMINS = [Role.CLINIC_ADMIN]
@@ -23,11 +23,13 @@ CLINIC_ADMINS = [Role.CLINIC_ADMIN]
 
 def patient_outcomes(request, player_id: str):
     patient = access.patient_for_user(request.user, player_id)
-    return render(
+    response = render(
         request,
         "reports/patient_outcomes.html",
         {"patient": patient, "series": selectors.patient_outcome_series(patient)},
     )
+    access.audit_read(request.user, [patient])
+    return response
 
 
 # ----- alerts -------------------------------------------------------------------------------------
@@ -38,7 +40,10 @@ def alerts_list(request):
     access.require_role(request.user, [Role.THERAPIST])
     query = selectors.AlertQuery.from_params(request.GET)
     page = Paginator(selectors.therapist_alerts(request.user, query), 50).get_page(request.GET.get("page"))
-    return render(request, "tracking/alerts.html", {"page": page, "query": query, **selectors.ALERT_FILTERS})
+    response = render(request, "tracking/alerts.html", {"page": page, "query": query, **selectors.ALERT_FILTERS})
+    shown = list({alert.patient_id: alert.patient for alert in page.object_list}.values())
+    access.audit_read(request.user, shown, action=AuditAction.CASELOAD_READ)
+    return response
 
 
 @require_POST
@@ -100,19 +105,36 @@ def _caseload(request) -> dict:
 
 def caseload_outcomes(request):
     context = _caseload(request)
-    return render(request, "reports/caseload_outcomes.html", context, status=_status(context))
+    response = render(request, "reports/caseload_outcomes.html", context, status=_status(context))
+    _audit_caseload_report(request, context, AuditAction.CASELOAD_READ, "page")
+    return response
 
 
 def caseload_outcomes_print(request):
     context = _caseload(request)
-    return render(request, "reports/caseload_print.html", context, status=_status(context))
+    response = render(request, "reports/caseload_print.html", context, status=_status(context))
+    _audit_caseload_report(request, context, AuditAction.EXPORT, "print")
+    return response
 
 
 def caseload_outcomes_export(request):
     context = _caseload(request)
     if context["report"] is None:
         return HttpResponseBadRequest("Invalid date range.", content_type="text/plain")
-    return _csv_response(caseload_csv_rows(context["report"]), "outcomes-caseload", context["report"])
+    response = _csv_response(caseload_csv_rows(context["report"]), "outcomes-caseload", context["report"])
+    _audit_caseload_report(request, context, AuditAction.EXPORT, "csv")
+    return response
+
+
+def _audit_caseload_report(request, context: dict, action: str, format: str) -> None:  # noqa: A002
+    """The caseload report names every patient of the caseload (a row each): they are its patients. An
+    invalid period (400) returned no report, and nothing is recorded."""
+    report = context["report"]
+    if report is None:
+        return
+    shown = access.caseload_patients(request.user, [row["player_id"] for row in report["rows"]])
+    detail = {"report": "caseload", "format": format, "from": report["period"]["from"], "to": report["period"]["to"]}
+    access.audit_read(request.user, shown, action=action, detail=detail)
 
 
 # ----- a clinic (aggregates only) -----------------------------------------------------------------
@@ -133,14 +155,37 @@ def clinic_report(request):
 
 def clinic_report_print(request):
     context = _clinic(request)
-    return render(request, "reports/clinic_print.html", context, status=_status(context))
+    response = render(request, "reports/clinic_print.html", context, status=_status(context))
+    _audit_clinic_report(request, context, "print")
+    return response
 
 
 def clinic_report_export(request):
     context = _clinic(request)
     if context["report"] is None:
         return HttpResponseBadRequest("Invalid date range.", content_type="text/plain")
-    return _csv_response(aggregate_csv_rows(context["report"]), f"outcomes-{context['clinic'].slug}", context["report"])
+    response = _csv_response(
+        aggregate_csv_rows(context["report"]), f"outcomes-{context['clinic'].slug}", context["report"]
+    )
+    _audit_clinic_report(request, context, "csv")
+    return response
+
+
+def _audit_clinic_report(request, context: dict, format: str) -> None:  # noqa: A002
+    """The clinic report holds aggregates only, no patient: its exports (CSV, print) are recorded as
+    `export` with an empty patient list, in the clinic's chain. The on-screen report is not recorded
+    (it returns no patient data and nothing leaves the dashboard)."""
+    report = context["report"]
+    if report is None:
+        return
+    detail = {
+        "report": "clinic",
+        "format": format,
+        "from": report["period"]["from"],
+        "to": report["period"]["to"],
+        "patients_in_scope": report["n_in_scope"],
+    }
+    access.audit_read(request.user, [], action=AuditAction.EXPORT, clinic=context["clinic"], detail=detail)
 
 
 # ----- helpers ------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from tracking.models import BreakGlassGrant, Clinic, IngestToken, Membership, Patient, Role
+from tracking import audit
+from tracking.models import AuditAction, AuditOutcome, BreakGlassGrant, Clinic, IngestToken, Membership, Patient, Role
 from tracking.validators import external_id_error
 
 if TYPE_CHECKING:
@@ -62,20 +63,29 @@ def caseload_for_user(user: User) -> QuerySet[Patient]:
     return Patient.objects.filter(clinic_id__in=therapist_clinics, assignments__therapist=user)
 
 
+def caseload_patients(user: User, player_ids: Iterable[str]) -> list[Patient]:
+    """The patients of the user's caseload with these player ids (to name a page's patients in an audit
+    event when the page holds only their ids)."""
+    wanted = set(player_ids)
+    if not wanted:
+        return []
+    return list(caseload_for_user(user).filter(player_id__in=wanted).select_related("clinic").order_by("pk"))
+
+
 def patient_for_user(user: User, player_id: str) -> Patient:
     """The patient with this player id if the user may see its clinical detail; else 404 or 403."""
     roles = roles_of(user)
     if external_id_error(player_id):  # no such id can exist (a NUL would not even reach the database)
-        raise Http404("No such patient.")
+        raise _denied(user, player_id, Http404("No such patient."))
     patient = Patient.objects.select_related("clinic").filter(clinic_id__in=roles, player_id=player_id).first()
     if patient is None:
-        raise Http404("No such patient.")
+        raise _denied(user, player_id, Http404("No such patient."))
     if roles[patient.clinic_id] not in CLINICAL_ROLES:
-        raise PermissionDenied("Your role does not give access to clinical detail.")
+        raise _denied(user, player_id, PermissionDenied("Your role does not give access to clinical detail."), patient)
     if not patient.assignments.filter(therapist=user).exists():
         grant = active_break_glass(user, patient)
         if grant is None:
-            raise Http404("No such patient.")
+            raise _denied(user, player_id, Http404("No such patient."), patient)
         patient.break_glass_until = grant.expires_at  # the page carries a banner while it lasts
     return patient
 
@@ -101,10 +111,10 @@ def break_glass_candidate(user: User, player_id: str) -> Patient | None:
 def patient_for_token(token: IngestToken, player_id: str) -> Patient:
     """A game server reaches the players of its own clinic only."""
     if external_id_error(player_id):
-        raise Http404("No such patient.")
+        raise _denied(None, player_id, Http404("No such patient."), token=token)
     patient = Patient.objects.select_related("clinic").filter(clinic_id=token.clinic_id, player_id=player_id).first()
     if patient is None:
-        raise Http404("No such patient.")
+        raise _denied(None, player_id, Http404("No such patient."), token=token)
     return patient
 
 
@@ -113,3 +123,82 @@ def patient_for_request(request: Request, player_id: str) -> Patient:
     if isinstance(request.auth, IngestToken):
         return patient_for_token(request.auth, player_id)
     return patient_for_user(request.user, player_id)
+
+
+# ----- the audit log of access (DESIGN §7) ----------------------------------------------------------
+#
+# A denied attempt to reach a patient is recorded here, where the 404 or 403 is decided: `access.denied`,
+# naming the id asked for in `object`. It is appended in a transaction of its own (no view that calls
+# these helpers runs in one, and ATOMIC_REQUESTS is off), so it commits although the request fails.
+# Reads are recorded by `audit_read`, which the views call once per request with the patients whose data
+# they return.
+
+
+def _view_name() -> dict[str, str]:
+    """The URL name of the current request's view (what was asked for, without any of its data)."""
+    request = audit.current_request()
+    match = getattr(request, "resolver_match", None)
+    return {"view": match.url_name} if match is not None and match.url_name else {}
+
+
+def _denied(
+    user: AnyUser | None,
+    player_id: str,
+    error: Exception,
+    patient: Patient | None = None,
+    *,
+    token: IngestToken | None = None,
+) -> Exception:
+    """Records `access.denied` and returns the error to raise. The chain is the patient's clinic when the
+    patient is one of the user's clinics (a wrong role, not assigned), else the user's own (an unknown
+    id, another clinic's patient: the answer and the event are the same for both); the token's clinic
+    for the game server."""
+    status = 403 if isinstance(error, PermissionDenied) else 404
+    clinic: Clinic | int | None = patient.clinic if patient is not None else None
+    if token is not None:
+        clinic = token.clinic_id
+    audit.audit_here(
+        action=AuditAction.ACCESS_DENIED,
+        clinic=clinic,
+        user=user,
+        actor=audit.token_actor(token.name) if token is not None else None,
+        patients=[patient.player_id] if patient is not None else [],
+        object=audit.patient_object(player_id),
+        detail={"status": status, **_view_name()},
+        outcome=AuditOutcome.DENIED,
+    )
+    return error
+
+
+def audit_read(
+    user: AnyUser,
+    patients: Iterable[Patient],
+    *,
+    action: str = AuditAction.PATIENT_READ,
+    clinic: Clinic | None = None,
+    detail: dict[str, object] | None = None,
+) -> None:
+    """Records that the current request returned the data of these patients to `user` (a person, or the
+    game server): one event (`patient.read`, `caseload.read` or `export`) naming exactly them. A request
+    that returns patients of several clinics records one event in each clinic's chain, so that each
+    clinic's log is complete and names only its own patients. With no patient at all (an empty caseload,
+    an aggregate report) it records one event with an empty list, in `clinic`'s chain or the user's."""
+    by_clinic: dict[int, list[Patient]] = {}
+    for patient in patients:
+        by_clinic.setdefault(patient.clinic_id, []).append(patient)
+    described = {**(detail or {}), **_view_name()}
+    if not by_clinic:
+        audit.audit_here(action=action, clinic=clinic, user=user, detail=described)
+        return
+    clinic_field = Patient._meta.get_field("clinic")
+    for clinic_id, group in sorted(by_clinic.items()):
+        first = group[0]
+        ids = [p.player_id for p in group]
+        audit.audit_here(
+            action=action,
+            clinic=first.clinic if clinic_field.is_cached(first) else clinic_id,
+            user=user,
+            patients=ids,
+            object=f"patient:{ids[0]}" if action == AuditAction.PATIENT_READ and len(ids) == 1 else "",
+            detail=described,
+        )

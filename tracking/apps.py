@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.auth import signals as auth_signals
 
 
 class TrackingConfig(AppConfig):
@@ -9,10 +10,16 @@ class TrackingConfig(AppConfig):
         # The services announce what happened (tracking.signals); the task queue and the open pages
         # act on it. Connected here, so no service imports Celery or the live-update module. Imported
         # inside ready(): those modules import models, which are not loaded when this module is.
-        from tracking import live, signals, tasks
+        from tracking import audit, live, signals, tasks
 
         signals.data_changed.connect(tasks.on_data_changed, dispatch_uid="tasks.on_data_changed")
         signals.data_changed.connect(live.on_patients_changed, dispatch_uid="live.on_data_changed")
         signals.analytics_recomputed.connect(live.on_patients_changed, dispatch_uid="live.on_recomputed")
         signals.alerts_changed.connect(live.on_alerts_changed, dispatch_uid="live.on_alerts_changed")
         signals.webhooks_queued.connect(tasks.on_webhooks_queued, dispatch_uid="tasks.on_webhooks_queued")
+
+        # The audit log's logins, failed logins (unknown usernames too) and logouts (DESIGN §7). Lockouts
+        # (django-axes, next) go through audit.lockout_record from axes' user_locked_out signal.
+        auth_signals.user_logged_in.connect(audit.on_user_logged_in, dispatch_uid="audit.login")
+        auth_signals.user_login_failed.connect(audit.on_user_login_failed, dispatch_uid="audit.login_failed")
+        auth_signals.user_logged_out.connect(audit.on_user_logged_out, dispatch_uid="audit.logout")

@@ -27,7 +27,16 @@ from rest_framework import serializers
 from reports import alerts
 from reports.instruments import INSTRUMENTS, get_instrument, score_errors
 from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
-from tracking.models import Clinic, MarkerType, Patient, ProgressMarker, SessionStatus, TherapySession
+from tracking import audit
+from tracking.models import (
+    AuditAction,
+    Clinic,
+    MarkerType,
+    Patient,
+    ProgressMarker,
+    SessionStatus,
+    TherapySession,
+)
 from tracking.signals import alerts_changed, data_changed, send_on_commit
 from tracking.validators import (
     EXTERNAL_ID_PATTERN,
@@ -457,9 +466,11 @@ def _upsert_markers(
 
 
 @transaction.atomic
-def ingest_batch(*, clinic: Clinic, items: dict[str, list[Item]]) -> IngestResult:
+def ingest_batch(*, clinic: Clinic, items: dict[str, list[Item]], token_name: str | None = None) -> IngestResult:
     """Stores a validated batch all-or-nothing and idempotently (DESIGN §6). Raises IngestRejected, with
-    the transaction rolled back, when an item contradicts what is stored."""
+    the transaction rolled back, when an item contradicts what is stored. Records one `ingest` event (by
+    `token:<token_name>`; without a name, whoever the current request is, else `system`) with the counts
+    per kind and the player ids of the batch, in the same transaction."""
     result = IngestResult()
     errors: list[ItemError] = []
     player_ids = {item["player_id"] for kind_items in items.values() for item in kind_items}
@@ -478,7 +489,27 @@ def ingest_batch(*, clinic: Clinic, items: dict[str, list[Item]]) -> IngestResul
         send_on_commit(data_changed, patient_ids=sorted(result.changed_patient_ids))
     if result.new_alert_ids:
         send_on_commit(alerts_changed, clinic_ids=[clinic.pk], raised=list(result.new_alert_ids))
+    _audit_ingest(clinic, player_ids, result, actor=audit.token_actor(token_name) if token_name else None)
     return result
+
+
+def _audit_ingest(
+    clinic: Clinic,
+    player_ids: set[str],
+    result: IngestResult,
+    *,
+    actor: str | None,
+    source: dict[str, str] | None = None,
+) -> None:
+    """The one `ingest` event of a batch or a file: counts per kind and the player ids it named, never
+    any item's content. Appended last, so the chain's head stays locked only until the commit."""
+    audit.audit_here(
+        action=AuditAction.INGEST,
+        clinic=clinic,
+        actor=actor,
+        patients=player_ids,
+        detail={**(source or {}), "counts": result.as_dict(), "alerts_raised": len(result.new_alert_ids)},
+    )
 
 
 # ----- questionnaires and crisis signals ----------------------------------------------------------
@@ -575,19 +606,23 @@ def alerts_ingest(
 
 
 @transaction.atomic
-def outcomes_import(*, clinic: Clinic, items: list[Item]) -> IngestResult:
+def outcomes_import(*, clinic: Clinic, items: list[Item], file_name: str = "") -> IngestResult:
     """Stores the validated rows of an outcomes file (`manage.py import_outcomes`) all-or-nothing, exactly
     as the ingest API stores outcomes: patients are created on first sight, a response already stored
     unchanged is counted as unchanged, a changed one is rejected, item 9 > 0 raises an urgent alert.
     Raises IngestRejected (the transaction rolled back) naming each rejected item; an item's `_index` is
-    its line in the file."""
+    its line in the file. Recorded as one `ingest` event (actor `system`) with the counts and the file's
+    name."""
     result = IngestResult()
     errors: list[ItemError] = []
-    patients = patients_get_or_create_locked(clinic, {item["player_id"] for item in items})
+    player_ids = {item["player_id"] for item in items}
+    patients = patients_get_or_create_locked(clinic, player_ids)
     outcomes_ingest(clinic=clinic, items=items, patients=patients, result=result, errors=errors)
     if errors:
         raise IngestRejected(errors)
     if result.changed_patient_ids:
         # As ingest does: the patient's stored analytics are stale from this transaction on.
         Patient.objects.filter(pk__in=result.changed_patient_ids).update(data_changed_at=timezone.now())
+    source = {"source": "import_outcomes", "file": audit.storable_text(file_name, limit=200)}
+    _audit_ingest(clinic, player_ids, result, actor=audit.SYSTEM_ACTOR, source=source)
     return result

@@ -3,6 +3,7 @@
 import zoneinfo
 from datetime import datetime
 
+import pghistory
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -57,6 +58,18 @@ class Membership(models.Model):
         return f"{self.user} ({self.role} at {self.clinic.slug})"
 
 
+def row_history(*bookkeeping: str):
+    """Row history kept by database triggers (django-pghistory, DESIGN §7): every UPDATE that changes a
+    column of patient data, and every DELETE, copies the row into `<model>event` (the row after an update,
+    before a delete), whatever made the write: a service, a bulk `update()`, raw SQL. Bookkeeping
+    columns (`bookkeeping`, and auto_now timestamps) alone do not make an event. The triggers exist on
+    PostgreSQL only: pgtrigger skips them on SQLite, where the event tables stay empty (the demo)."""
+    return pghistory.track(
+        pghistory.UpdateEvent(condition=pghistory.AnyChange(exclude=list(bookkeeping), exclude_auto=True)),
+        pghistory.DeleteEvent(),
+    )
+
+
 class PatientQuerySet(models.QuerySet):
     def stale_analytics(self):
         """Patients whose data changed after their analytics were last computed (or never computed)."""
@@ -66,6 +79,7 @@ class PatientQuerySet(models.QuerySet):
         )
 
 
+@row_history("data_changed_at", "analytics_computed_at", "analytics_failures", "analytics_error", "analytics_retry_at")
 class Patient(models.Model):
     """A player of the game, known to us by the game's `player_id` within one clinic."""
 
@@ -110,6 +124,7 @@ class Patient(models.Model):
         return self.timezone or self.clinic.timezone
 
 
+@row_history()
 class CareAssignment(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="assignments")
     therapist = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="care_assignments")
@@ -131,6 +146,7 @@ class SessionStatus(models.TextChoices):
     ABANDONED = "abandoned"
 
 
+@row_history()
 class TherapySession(models.Model):
     """One play session reported by the game (not Django's `Session`)."""
 
@@ -175,6 +191,7 @@ class MarkerType(models.TextChoices):
     THERAPEUTIC_GOAL = "therapeutic_goal"
 
 
+@row_history()
 class ProgressMarker(models.Model):
     """Something the player achieved in a session (a finished guided exercise = skill_acquired)."""
 

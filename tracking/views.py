@@ -14,7 +14,7 @@ from reports import selectors as report_selectors
 from tracking import access, live, read_models, selectors, services
 from tracking.charts import activity_figure
 from tracking.middleware import passive_session
-from tracking.models import Recommendation, Role
+from tracking.models import AuditAction, Recommendation, Role
 from tracking.validators import text_error
 
 SEARCH_SESSION_KEY = "caseload_search"
@@ -26,10 +26,15 @@ def home(request):
         query = selectors.CaseloadQuery.from_params(request.GET, search=request.session.get(SEARCH_SESSION_KEY, ""))
         page = selectors.caseload_page(request.user, query, request.GET.get("page"))
         context = {"page": page, "query": query, "filters": selectors.CaseloadQuery.FILTERS.items()}
-        return render(request, "tracking/caseload.html", context)
+        response = render(request, "tracking/caseload.html", context)
+        access.audit_read(request.user, page.object_list, action=AuditAction.CASELOAD_READ)
+        return response
     if access.has_role(request.user, [Role.CLINIC_ADMIN]):
         page = Paginator(selectors.clinic_patient_rows(request.user), 50).get_page(request.GET.get("page"))
-        return render(request, "tracking/clinic_patients.html", {"page": page})
+        response = render(request, "tracking/clinic_patients.html", {"page": page})
+        # Identifiers and assignment only, but which patients a clinic has is itself patient data.
+        access.audit_read(request.user, page.object_list, action=AuditAction.CASELOAD_READ)
+        return response
     access.require_role(request.user, [Role.AUDITOR])
     return render(request, "tracking/auditor_home.html")
 
@@ -57,7 +62,9 @@ def caseload_search(request):
 
 def patient_detail(request, player_id: str):
     patient = access.patient_for_user(request.user, player_id)
-    return render(request, "tracking/patient.html", read_models.patient_page_or_recompute(patient))
+    response = render(request, "tracking/patient.html", read_models.patient_page_or_recompute(patient))
+    access.audit_read(request.user, [patient])
+    return response
 
 
 @require_POST
@@ -74,7 +81,7 @@ def recommendation_restore(request, player_id: str, recommendation_id: int):
     """Undo of a dismissal."""
     patient = access.patient_for_user(request.user, player_id)
     recommendation = get_object_or_404(Recommendation, pk=recommendation_id, patient=patient)
-    services.recommendation_restore(recommendation=recommendation)
+    services.recommendation_restore(recommendation=recommendation, user=request.user)
     messages.success(request, f"Recommendation “{recommendation.title}” is shown again.")
     return redirect(reverse("patient", args=[player_id]) + "#recommendations")
 
@@ -107,6 +114,8 @@ def live_events(request):
 
 @passive_session
 def patient_live(request, player_id: str):
+    # Not an audited read: the stream carries only "changed" pings, never patient data (what changed is
+    # then fetched from live.json, which is). A denied attempt is recorded by the access check.
     patient = access.patient_for_user(request.user, player_id)
     return _event_stream_response(request, patient.pk)
 
@@ -124,13 +133,20 @@ def patient_live_data(request, player_id: str):
         "recommendations_html": "tracking/_recommendations.html",
     }
     html = {key: render_to_string(name, context, request=request) for key, name in parts.items()}
-    return JsonResponse({"viz": context["viz"], "activity_figure": activity_figure(context["viz"]), **html})
+    response = JsonResponse({"viz": context["viz"], "activity_figure": activity_figure(context["viz"]), **html})
+    access.audit_read(request.user, [patient])
+    return response
 
 
 @passive_session
 def live_inbox(request):
+    """The header inbox. It names the patients of the latest open alerts (with kind and severity), so it
+    is a read of their data: recorded as `caseload.read` naming them."""
     access.require_role(request.user, [Role.THERAPIST])
-    return JsonResponse(report_selectors.alert_inbox(request.user))
+    inbox = report_selectors.alert_inbox(request.user)
+    named = access.caseload_patients(request.user, [row["player_id"] for row in inbox["latest"]])
+    access.audit_read(request.user, named, action=AuditAction.CASELOAD_READ)
+    return JsonResponse(inbox)
 
 
 # ----- error pages: JSON under /api/, a calm page elsewhere; never any detail of the request ----------

@@ -20,7 +20,9 @@ class PatientOutcomesView(APIView):
     )
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
-        return Response(OutcomeScoreSerializer(selectors.outcome_scores_for_patient(patient), many=True).data)
+        response = Response(OutcomeScoreSerializer(selectors.outcome_scores_for_patient(patient), many=True).data)
+        access.audit_read(request.user, [patient])
+        return response
 
 
 class PatientEffectivenessView(APIView):
@@ -31,11 +33,15 @@ class PatientEffectivenessView(APIView):
     )
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
-        return Response(selectors.patient_effectiveness(patient))
+        response = Response(selectors.patient_effectiveness(patient))
+        access.audit_read(request.user, [patient])
+        return response
 
 
 class PatientAlertsView(APIView):
     @extend_schema(responses={200: AlertOutSerializer(many=True), **PATIENT_READ_ERRORS})
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
-        return Response(AlertOutSerializer(selectors.alerts_for_patient(patient), many=True).data)
+        response = Response(AlertOutSerializer(selectors.alerts_for_patient(patient), many=True).data)
+        access.audit_read(request.user, [patient])
+        return response

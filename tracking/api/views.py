@@ -42,7 +42,7 @@ class IngestView(APIView):
     def post(self, request):
         try:
             items = batch_validate(request.data, max_items=settings.INGEST_MAX_ITEMS)
-            result = ingest_batch(clinic=request.auth.clinic, items=items)
+            result = ingest_batch(clinic=request.auth.clinic, items=items, token_name=request.auth.name)
         except IngestRejected as rejected:
             raise BatchInvalid(rejected.errors) from None
         except IntegrityError:
@@ -66,7 +66,9 @@ class PatientProgressView(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT, **READ_ERRORS}, description=PROGRESS_DOC)
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
-        return Response(read_models.progress_read_or_recompute(patient, "progress"))
+        response = Response(read_models.progress_read_or_recompute(patient, "progress"))
+        access.audit_read(request.user, [patient])
+        return response
 
 
 class PatientMilestonesView(APIView):
@@ -77,7 +79,9 @@ class PatientMilestonesView(APIView):
     )
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
-        return Response(read_models.progress_read_or_recompute(patient, "milestones"))
+        response = Response(read_models.progress_read_or_recompute(patient, "milestones"))
+        access.audit_read(request.user, [patient])
+        return response
 
 
 class PatientInsightsView(APIView):
@@ -87,7 +91,9 @@ class PatientInsightsView(APIView):
     )
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
-        return Response(read_models.progress_read_or_recompute(patient, "insights"))
+        response = Response(read_models.progress_read_or_recompute(patient, "insights"))
+        access.audit_read(request.user, [patient])
+        return response
 
 
 class VizQuerySerializer(serializers.Serializer):
@@ -114,7 +120,9 @@ class PatientVizView(APIView):
         patient = access.patient_for_request(request, player_id)
         query = VizQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return Response(read_models.patient_viz_read(patient, query.validated_data["days"]))
+        response = Response(read_models.patient_viz_read(patient, query.validated_data["days"]))
+        access.audit_read(request.user, [patient])
+        return response
 
 
 class HighlightCelebratedView(APIView):

@@ -6,8 +6,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from reports import selectors
 from reports.exports import csv_text, patient_csv_header, patient_csv_row
+from tracking import audit
 from tracking.management.commands._base import clinic_by_slug
-from tracking.models import Membership, Patient, Role
+from tracking.models import AuditAction, Membership, Patient, Role
 
 
 def _date(value: str) -> date:
@@ -43,6 +44,21 @@ class Command(BaseCommand):
         therapist_user = self._therapist(clinic_obj, therapist) if therapist else None
 
         report = selectors.effectiveness_report(clinic_obj, period=period, player_id=patient, therapist=therapist_user)
+        # An export of the patients it names (DESIGN §7), recorded before anything is written out.
+        audit.audit_record(
+            chain=clinic_obj.slug,
+            actor=audit.SYSTEM_ACTOR,
+            action=AuditAction.EXPORT,
+            patients=[row["player_id"] for row in report["patients"]],
+            detail={
+                "command": "effectiveness_report",
+                "format": format,
+                "from": date_from,
+                "to": date_to,
+                "therapist": therapist,
+                "patient": patient,
+            },
+        )
         if format == "json":
             self.stdout.write(json.dumps(report, indent=2))
             return

@@ -36,7 +36,7 @@ class Command(BaseCommand):
             raise CommandError(self._report(file, [str(e) for e in invalid.errors])) from None
 
         try:
-            result = outcomes_import(clinic=clinic_obj, items=items)
+            result = outcomes_import(clinic=clinic_obj, items=items, file_name=path.name)
         except IngestRejected as rejected:
             lines = [f"line {e['index']}, {e['field']}: {e['reason']}" for e in rejected.errors]
             raise CommandError(self._report(file, lines)) from None

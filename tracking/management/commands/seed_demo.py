@@ -213,8 +213,8 @@ def reset_demo_clinics(slugs: list[str]) -> bool:
 def _clear_references_to(model: type[models.Model], clinic_ids: list[int]) -> None:
     """Apply on_delete for rows of models other than the big four that point at `model`'s rows."""
     for relation in model._meta.related_objects:
-        if relation.related_model in _BULK_MODELS:
-            continue
+        if relation.related_model in _BULK_MODELS or relation.on_delete is models.DO_NOTHING:
+            continue  # DO_NOTHING: unconstrained references that outlive the row (pghistory's row history)
         rows = relation.related_model._base_manager.filter(**{f"{relation.field.name}__clinic_id__in": clinic_ids})
         if relation.on_delete is models.SET_NULL:
             rows.update(**{relation.field.name: None})
