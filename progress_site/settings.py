@@ -174,6 +174,8 @@ AUDIT_SIGNING_KEY = env_str("AUDIT_SIGNING_KEY")
 if PRODUCTION and not (AUDIT_HEAD_DIR and AUDIT_SIGNING_KEY):
     raise ImproperlyConfigured("AUDIT_HEAD_DIR and AUDIT_SIGNING_KEY must be set when DJANGO_ENV=production")
 AUDIT_HEAD_DIR = AUDIT_HEAD_DIR or str(BASE_DIR / "audit-heads")
+# Break-glass (DESIGN §7): how long a therapist's emergency access to an unassigned patient lasts.
+BREAK_GLASS_MINUTES = env_int("BREAK_GLASS_MINUTES", 60)
 
 # Alerts: e-mail to the assigned therapists; urgent ones unacknowledged this long go to the clinic admins.
 ALERT_ESCALATION_MINUTES = env_int("ALERT_ESCALATION_MINUTES", 30)

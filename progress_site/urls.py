@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from reports import views as report_views
-from tracking import views
+from tracking import auditor_views, views
 
 urlpatterns = [
     path("", views.home, name="caseload"),
@@ -23,6 +23,12 @@ urlpatterns = [
     path("live/events", views.live_events, name="live-events"),
     path("live/inbox.json", views.live_inbox, name="live-inbox"),
     path("alerts/", report_views.alerts_list, name="alerts"),
+    path("break-glass/", auditor_views.break_glass, name="break-glass"),
+    path("audit/", auditor_views.audit_log, name="audit"),
+    path("audit/export.csv", auditor_views.audit_export, name="audit-export"),
+    path("audit/patient-filter", auditor_views.audit_patient_filter, name="audit-patient-filter"),
+    path("audit/verify", auditor_views.audit_verify, name="audit-verify"),
+    path("audit/reviews/<int:event_id>", auditor_views.audit_review, name="audit-review"),
     path(
         "patients/<str:player_id>/recommendations/<int:recommendation_id>/dismiss",
         views.recommendation_dismiss,

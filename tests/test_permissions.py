@@ -11,8 +11,9 @@ PERSONAS = ["anonymous", "therapist_a", "therapist_b", "clinic_admin", "auditor"
 PATIENT_READ = [401, 200, 404, 403, 403, 404]  # an API read of therapist A's patient
 PATIENT_PAGE = [302, 200, 404, 403, 403, 404]  # a page of therapist A's patient
 THERAPISTS_ONLY = [302, 200, 200, 403, 403, 200]
+AUDITORS_ONLY = [302, 403, 403, 403, 200, 403]
 MATRIX = {
-    "": ("GET", "/", [302, 200, 200, 200, 200, 200]),
+    "": ("GET", "/", [302, 200, 200, 200, 302, 200]),  # an auditor's home is /audit/
     "caseload/search": ("POST", "/caseload/search", [302, 302, 302, 403, 403, 302]),
     "patients/<str:player_id>/": ("GET", "/patients/p-a1/", PATIENT_PAGE),
     "patients/<str:player_id>/live": ("GET", "/patients/p-a1/live", PATIENT_PAGE),
@@ -44,6 +45,12 @@ MATRIX = {
         [302, 302, 404, 403, 403, 404],
     ),
     "live/events": ("GET", "/live/events", THERAPISTS_ONLY),
+    "break-glass/": ("GET", "/break-glass/", THERAPISTS_ONLY),
+    "audit/": ("GET", "/audit/", AUDITORS_ONLY),
+    "audit/export.csv": ("GET", "/audit/export.csv", AUDITORS_ONLY),
+    "audit/patient-filter": ("POST", "/audit/patient-filter", [302, 403, 403, 403, 302, 403]),
+    "audit/verify": ("POST", "/audit/verify", [302, 403, 403, 403, 302, 403]),
+    "audit/reviews/<int:event_id>": ("POST", "/audit/reviews/999999", [302, 403, 403, 403, 404, 403]),
     "live/inbox.json": ("GET", "/live/inbox.json", THERAPISTS_ONLY),
     "login/": ("GET", "/login/", [200, 302, 302, 302, 302, 302]),
     "logout/": ("POST", "/logout/", [302, 302, 302, 302, 302, 302]),

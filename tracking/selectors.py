@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 from zoneinfo import ZoneInfo
 
 from django.core.paginator import Page, Paginator
+from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Least, NullIf
 from django.utils import timezone
@@ -20,6 +24,11 @@ from tracking import analytics
 from tracking.access import caseload_for_user, clinics_with_role
 from tracking.history import local_midnight, local_today
 from tracking.models import (
+    AuditAction,
+    AuditChainHead,
+    AuditEvent,
+    AuditOutcome,
+    AuditReview,
     MarkerType,
     Milestone,
     Patient,
@@ -373,3 +382,334 @@ def markers_timeline(patient: Patient, days: int) -> dict[str, Any]:
         for r in reversed(rows)
     ]
     return {"types": MarkerType.values, "points": points, "truncated": len(rows) == MARKER_TIMELINE_LIMIT}
+
+
+# ----- the auditor's console (DESIGN §7): a chain's events, its status, what awaits review --------------
+#
+# Patient identifiers and actions only: a detail is shown as its field names with counts, never the text
+# of a value, which could be free text. The one exception is the break-glass reason, shown in the review
+# list, because reviewing it is the point of that list.
+
+AUDIT_PAGE_SIZE = 50
+AUDIT_REVIEW_LIMIT = 50
+REVIEWABLE_ACTIONS = (AuditAction.BREAK_GLASS, AuditAction.LOCKOUT)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR = re.compile(r"([0-9]{1,17})\.([0-9]{1,18})")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_SHOWN_PATIENTS = 3
+
+
+def auditor_chains(user: AnyUser) -> list[str]:
+    """The chains an auditor reads: those of the clinics where they are an auditor, by slug."""
+    return list(clinics_with_role(user, Role.AUDITOR).order_by("slug").values_list("slug", flat=True))
+
+
+def _date_param(value: str, label: str, errors: list[str]) -> date | None:
+    value = value.strip()
+    if not value:
+        return None
+    if _DATE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    errors.append(f"{label}: not a date; use YYYY-MM-DD.")
+    return None
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """What the auditor asked the console for. The patient comes from the session (the console's
+    patient filter is POSTed), never from the URL."""
+
+    chain: str
+    actor: str = ""
+    action: str = ""
+    outcome: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    patient: str = ""
+    errors: tuple[str, ...] = ()
+
+    @classmethod
+    def from_params(cls, params: QueryDict, *, chains: list[str], patient: str = "") -> AuditQuery:
+        errors: list[str] = []
+        chain = params.get("chain", "")
+        if chain not in chains:
+            chain = chains[0]
+        actor = params.get("actor", "").strip()[:200]
+        problem = text_error(actor)
+        if problem:
+            errors.append(f"User: {problem}")
+            actor = ""
+        action = params.get("action", "")
+        if action and action not in AuditAction.values:
+            errors.append("Action: not one of the list.")
+            action = ""
+        outcome = params.get("outcome", "")
+        if outcome and outcome not in AuditOutcome.values:
+            errors.append("Outcome: not one of the list.")
+            outcome = ""
+        date_from = _date_param(params.get("from", ""), "From", errors)
+        date_to = _date_param(params.get("to", ""), "To", errors)
+        if date_from and date_to and date_from > date_to:
+            errors.append("The date range ends before it starts: the dates are ignored.")
+            date_from = date_to = None
+        return cls(chain, actor, action, outcome, date_from, date_to, patient, tuple(errors))
+
+    def link_params(self) -> dict[str, str]:
+        """The filters as they go into a link (the console's pages, the export): all but the patient."""
+        params = {
+            "chain": self.chain,
+            "actor": self.actor,
+            "action": self.action,
+            "outcome": self.outcome,
+            "from": self.date_from.isoformat() if self.date_from else "",
+            "to": self.date_to.isoformat() if self.date_to else "",
+        }
+        return {key: value for key, value in params.items() if value}
+
+    def described(self) -> dict[str, Any]:
+        """The filters as an export event records them (the patient goes into the event's `patients`)."""
+        described: dict[str, Any] = {k: v for k, v in self.link_params().items() if k != "chain"}
+        if self.patient:
+            described["patient"] = True
+        return described
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.described())
+
+
+def _naming(player_id: str) -> Q:
+    """Events naming this patient. PostgreSQL: `@>` on the GIN index. SQLite (the demo) has no JSON
+    containment: the quoted id inside the stored JSON text stands in for it."""
+    if connection.vendor == "postgresql":
+        return Q(patients__contains=[player_id])
+    return Q(patients__icontains=json.dumps(player_id))
+
+
+def audit_events(query: AuditQuery) -> QuerySet[AuditEvent]:
+    """The chain's events that pass the filters (in no particular order)."""
+    events = AuditEvent.objects.filter(chain=query.chain)
+    if query.actor:
+        events = events.filter(actor=query.actor)
+    if query.action:
+        events = events.filter(action=query.action)
+    if query.outcome:
+        events = events.filter(outcome=query.outcome)
+    if query.date_from:
+        events = events.filter(at__gte=datetime.combine(query.date_from, time.min, tzinfo=UTC))
+    if query.date_to:
+        events = events.filter(at__lt=datetime.combine(query.date_to + timedelta(days=1), time.min, tzinfo=UTC))
+    if query.patient:
+        events = events.filter(_naming(query.patient))
+    return events
+
+
+def _cursor(event: AuditEvent) -> str:
+    """An event's place in the newest-first order, (at, seq), as a link carries it."""
+    return f"{(event.at - _EPOCH) // timedelta(microseconds=1)}.{event.seq}"
+
+
+def _parse_cursor(text: str) -> tuple[datetime, int] | None:
+    match = _CURSOR.fullmatch(text or "")
+    if match is None:
+        return None
+    return _EPOCH + timedelta(microseconds=int(match[1])), int(match[2])
+
+
+def detail_summary(detail: Any, depth: int = 0) -> list[str]:
+    """What the console shows of a detail: its field names, with numbers and the length of lists; the
+    value of a text is never shown (it could be free text)."""
+    if not isinstance(detail, dict):
+        return []
+    parts = []
+    for key in sorted(detail, key=str):
+        value, name = detail[key], str(key)[:40]
+        if isinstance(value, int) and not isinstance(value, bool):
+            parts.append(f"{name}: {value}")
+        elif isinstance(value, list | tuple):
+            parts.append(f"{name}: {len(value)}")
+        elif isinstance(value, dict) and value and depth < 1:
+            parts.append(f"{name} ({', '.join(detail_summary(value, depth + 1))})")
+        else:
+            parts.append(name)
+    return parts[:12]
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One event as the console lists it."""
+
+    id: int
+    seq: int
+    at: str
+    actor: str
+    role: str
+    action: str
+    patients: list[str]
+    more_patients: int
+    object: str
+    detail: list[str]
+    ip: str
+    outcome: str
+
+
+def _row(event: AuditEvent) -> AuditRow:
+    patients = [str(p) for p in event.patients or []]
+    return AuditRow(
+        id=event.pk,
+        seq=event.seq,
+        at=event.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        actor=event.actor,
+        role=event.role,
+        action=event.action,
+        patients=patients[:_SHOWN_PATIENTS],
+        more_patients=max(0, len(patients) - _SHOWN_PATIENTS),
+        object=event.object,
+        detail=detail_summary(event.detail),
+        ip=event.ip or "",
+        outcome=event.outcome,
+    )
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    rows: list[AuditRow]
+    newer: str | None  # the cursor of the "newer" link, None on the newest page
+    older: str | None
+    first: bool  # the newest page (no cursor)
+
+
+def audit_page(query: AuditQuery, *, before: str = "", after: str = "", size: int = AUDIT_PAGE_SIZE) -> AuditPage:
+    """One page of the filtered events, newest first, by keyset pagination on (at, seq): one query
+    whatever the page's depth, on the (chain, at, seq) and (chain, action|actor, at) indexes. The
+    redundant `at <=` (`at >=`) bound lets the index scan start at the cursor."""
+    events = audit_events(query)
+    newer_than = _parse_cursor(after)
+    if newer_than is not None:
+        at, seq = newer_than
+        found = list(events.filter(Q(at__gte=at), Q(at__gt=at) | Q(seq__gt=seq)).order_by("at", "seq")[: size + 1])
+        more_newer = len(found) > size
+        found = found[:size][::-1]
+        return AuditPage(
+            rows=[_row(e) for e in found],
+            newer=_cursor(found[0]) if more_newer and found else None,
+            older=_cursor(found[-1]) if found else None,
+            first=False,
+        )
+    older_than = _parse_cursor(before)
+    if older_than is not None:
+        at, seq = older_than
+        events = events.filter(Q(at__lte=at), Q(at__lt=at) | Q(seq__lt=seq))
+    found = list(events.order_by("-at", "-seq")[: size + 1])
+    more_older = len(found) > size
+    found = found[:size]
+    return AuditPage(
+        rows=[_row(e) for e in found],
+        newer=_cursor(found[0]) if older_than is not None and found else None,
+        older=_cursor(found[-1]) if more_older else None,
+        first=older_than is None,
+    )
+
+
+def audit_export(query: AuditQuery) -> tuple[int, Iterator[AuditEvent]]:
+    """The filtered events for the CSV export, in chain order, and how many there are. Bounded by the
+    chain's head when asked, so the count is that of the rows streamed (and the export's own event, which
+    comes after, is not among them)."""
+    head = AuditChainHead.objects.filter(chain=query.chain).values_list("seq", flat=True).first() or 0
+    events = audit_events(query).filter(seq__lte=head)
+    return events.count(), events.order_by("seq").iterator(chunk_size=2000)
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    chain: str
+    head_seq: int
+    verified_at: datetime | None
+    verified_seq: int | None
+    verified_ok: bool | None
+    verified_message: str
+    exported_at: datetime | None
+    exported_seq: int | None
+
+    @property
+    def since_verified(self) -> int:
+        """Events appended since the last verification."""
+        return self.head_seq - (self.verified_seq or 0)
+
+
+def audit_chain_status(chains: list[str]) -> list[ChainStatus]:
+    """Each chain's last verification (when, up to which seq, intact or what broke) and last signed
+    head, in the order of `chains`. One query."""
+    heads = {head.chain: head for head in AuditChainHead.objects.filter(chain__in=chains)}
+    statuses = []
+    for chain in chains:
+        head = heads.get(chain)
+        if head is None:
+            statuses.append(ChainStatus(chain, 0, None, None, None, "", None, None))
+            continue
+        statuses.append(
+            ChainStatus(
+                chain=chain,
+                head_seq=head.seq,
+                verified_at=head.verified_at,
+                verified_seq=head.verified_seq,
+                verified_ok=head.verified_ok,
+                verified_message=head.verified_message,
+                exported_at=head.exported_at,
+                exported_seq=head.exported_seq,
+            )
+        )
+    return statuses
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A break-glass grant (or a refused attempt) or a lockout, for the auditor's review."""
+
+    row: AuditRow
+    reason: str  # the break-glass reason, shown because reviewing it is the point
+    expires_at: str
+    review: AuditReview | None
+
+
+def _review_item(event: AuditEvent, review: AuditReview | None) -> ReviewItem:
+    detail = event.detail if isinstance(event.detail, dict) else {}
+    reason = detail.get("reason", "") if event.action == AuditAction.BREAK_GLASS else ""
+    expires = detail.get("expires_at", "") if event.action == AuditAction.BREAK_GLASS else ""
+    return ReviewItem(
+        row=_row(event),
+        reason=str(reason)[:600],
+        expires_at=str(expires).replace("T", " ")[:16] if expires else "",
+        review=review,
+    )
+
+
+class AuditReviews(TypedDict):
+    pending: list[ReviewItem]
+    more_pending: bool
+    reviewed: list[ReviewItem]
+
+
+def audit_reviews(chains: list[str], *, limit: int = AUDIT_REVIEW_LIMIT, reviewed: int = 10) -> AuditReviews:
+    """Break-glass and lockout events not reviewed yet, newest first (at most `limit`, and whether there
+    are more), and the latest reviews. Three queries, whatever the numbers."""
+    reviewable = AuditEvent.objects.filter(chain__in=chains, action__in=REVIEWABLE_ACTIONS)
+    unreviewed = reviewable.filter(~Exists(AuditReview.objects.filter(event_id=OuterRef("pk"))))
+    pending = list(unreviewed.order_by("-at", "-seq")[: limit + 1])
+    reviews = list(
+        AuditReview.objects.filter(chain__in=chains).select_related("reviewed_by").order_by("-reviewed_at")[:reviewed]
+    )
+    events = {e.pk: e for e in AuditEvent.objects.filter(pk__in=[r.event_id for r in reviews])}
+    return {
+        "pending": [_review_item(e, None) for e in pending[:limit]],
+        "more_pending": len(pending) > limit,
+        "reviewed": [_review_item(events[r.event_id], r) for r in reviews if r.event_id in events],
+    }
+
+
+def audit_reviewable_event(chains: list[str], event_id: int) -> AuditEvent | None:
+    """The event an auditor may mark reviewed: a break-glass or lockout event of one of their chains."""
+    return AuditEvent.objects.filter(pk=event_id, chain__in=chains, action__in=REVIEWABLE_ACTIONS).first()

@@ -1,21 +1,34 @@
 """Writes of provisioning (clinics, users, assignment, ingest tokens) and of what therapists and the game
-do on a patient's page (dismissing and restoring a recommendation, a celebration shown). The ingest of
-game data is `tracking.ingest`; alerts are `reports.alerts`."""
+do on a patient's page (dismissing and restoring a recommendation, a celebration shown), emergency access
+(break-glass) and the auditor's reviews and exports. The ingest of game data is `tracking.ingest`; alerts
+are `reports.alerts`."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
-from typing import TYPE_CHECKING
+import unicodedata
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
 from django.db import transaction
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from django.utils import timezone
 
 from tracking import audit
 from tracking.models import (
     AuditAction,
+    AuditEvent,
+    AuditOutcome,
+    AuditReview,
+    BreakGlassGrant,
     CareAssignment,
     Clinic,
     IngestToken,
@@ -23,13 +36,16 @@ from tracking.models import (
     Patient,
     ProgressHighlight,
     Recommendation,
+    Role,
 )
 from tracking.read_cache import forget_read_model
+from tracking.validators import external_id_error, text_error
 
 if TYPE_CHECKING:
     from tracking.access import User
 
 TOKEN_PREFIX = "pt_"  # noqa: S105 (a marker, not a secret)
+logger = logging.getLogger(__name__)
 
 # ----- provisioning -------------------------------------------------------------------------------
 
@@ -185,4 +201,163 @@ def _audit_recommendation(recommendation: Recommendation, user: User | None, *, 
         patients=[patient.player_id],
         object=f"recommendation:{recommendation.pk}",
         detail={"type": recommendation.type, "undo": undo},
+    )
+
+
+# ----- break-glass and the auditor's reviews (DESIGN §7) ---------------------------------------------
+
+BREAK_GLASS_REASON_MIN = 20
+BREAK_GLASS_REASON_MAX = 500
+REVIEW_NOTE_MAX = 1000
+
+
+def break_glass_reason_error(reason: str) -> str | None:
+    """Why `reason` cannot be the reason of an emergency access, or None when it can."""
+    problem = text_error(reason)
+    if problem:
+        return f"Reason: {problem}"
+    length = len(reason.strip())
+    if length < BREAK_GLASS_REASON_MIN:
+        return (
+            f"Give the reason for emergency access in at least {BREAK_GLASS_REASON_MIN} characters "
+            f"(this one has {length})."
+        )
+    if length > BREAK_GLASS_REASON_MAX:
+        return f"Keep the reason to at most {BREAK_GLASS_REASON_MAX} characters (this one has {length})."
+    return None
+
+
+@transaction.atomic
+def break_glass_grant(
+    *, user: User, patient: Patient, reason: str, now: datetime | None = None, ip: str | None = None
+) -> BreakGlassGrant:
+    """Emergency access of a therapist to an unassigned patient of their clinic, for
+    `BREAK_GLASS_MINUTES` from `now`. Audited in the clinic's chain with the reason, and e-mailed to the
+    clinic admins once committed (ids only: not the reason). The access helper honours the grant until
+    `expires_at`; nothing has to end it."""
+    reason = reason.strip()
+    problem = break_glass_reason_error(reason)
+    if problem:
+        raise ValueError(problem)
+    now = now or timezone.now()
+    minutes = settings.BREAK_GLASS_MINUTES
+    grant = BreakGlassGrant.objects.create(
+        clinic_id=patient.clinic_id,
+        user=user,
+        patient=patient,
+        reason=reason,
+        granted_at=now,
+        expires_at=now + timedelta(minutes=minutes),
+    )
+    audit.audit_record(
+        chain=patient.clinic.slug,
+        actor=user.get_username(),
+        role=Role.THERAPIST,
+        action=AuditAction.BREAK_GLASS,
+        patients=[patient.player_id],
+        object=f"break_glass:{grant.pk}",
+        detail={"reason": reason, "minutes": minutes, "expires_at": audit.format_at(grant.expires_at)},
+        ip=ip,
+    )
+    transaction.on_commit(partial(_break_glass_mail, grant.pk))
+    return grant
+
+
+def break_glass_refused(*, user: User, clinic: Clinic, player_id: str, ip: str | None = None) -> None:
+    """A break-glass request for an id that is no patient of the therapist's clinic (unknown, or of
+    another clinic: the same record for both). The id tried is kept only when it is a valid id."""
+    audit.audit_record(
+        chain=clinic.slug,
+        actor=user.get_username(),
+        role=Role.THERAPIST,
+        action=AuditAction.BREAK_GLASS,
+        detail={
+            "refused": "no such patient in the clinic",
+            "tried": player_id if not external_id_error(player_id) else "?",
+        },
+        ip=ip,
+        outcome=AuditOutcome.DENIED,
+    )
+
+
+def _mail_text(text: str) -> str:
+    """Text safe in a mail header: control and line-breaking characters replaced."""
+    return "".join("\ufffd" if unicodedata.category(ch)[0] == "C" or ch in "\u2028\u2029" else ch for ch in text)
+
+
+def _break_glass_mail(grant_id: int) -> None:
+    """Tells the clinic admins: who, which patient, until when, and a link; never the reason (it stays in
+    the audit log, for the auditor). A failure is logged and does not undo the grant."""
+    try:
+        grant = BreakGlassGrant.objects.select_related("user", "patient", "clinic").filter(pk=grant_id).first()
+        if grant is None:
+            return
+        admins = sorted(
+            {
+                e
+                for e in Membership.objects.filter(clinic_id=grant.clinic_id, role=Role.CLINIC_ADMIN).values_list(
+                    "user__email", flat=True
+                )
+                if e
+            }
+        )
+        if not admins:
+            return
+        until = grant.expires_at.astimezone(ZoneInfo(grant.clinic.timezone))
+        who, player = _mail_text(grant.user.get_username()), _mail_text(grant.patient.player_id)
+        link = settings.SITE_URL.rstrip("/") + reverse("caseload")
+        send_mail(
+            f"Emergency access: {who} opened patient {player} (break-glass)",
+            f"{who} used emergency access (break-glass) to open patient {player} of {grant.clinic.name}, who is "
+            f"not assigned to them.\nThe access lasts until {until:%H:%M} ({grant.clinic.timezone}). It is recorded "
+            "in the audit log with the reason given, for the auditor's review.\n\n"
+            f"Dashboard: {link}\n",
+            settings.DEFAULT_FROM_EMAIL,
+            admins,
+        )
+    except Exception as error:
+        logger.warning("break-glass e-mail failed grant_id=%s error=%s", grant_id, type(error).__name__[:100])
+
+
+@transaction.atomic
+def audit_review(*, event: AuditEvent, user: User, note: str = "", ip: str | None = None) -> tuple[AuditReview, bool]:
+    """An auditor marks a break-glass or lockout event reviewed, once (the first review stands). Audited
+    as `audit.verify` with object `review:EVENT_ID`, the note not in the detail. Returns the review and
+    whether it is new."""
+    note = note.strip()
+    problem = text_error(note)
+    if problem:
+        raise ValueError(f"Note: {problem}")
+    if len(note) > REVIEW_NOTE_MAX:
+        raise ValueError(f"Note: keep it to at most {REVIEW_NOTE_MAX} characters.")
+    review, created = AuditReview.objects.get_or_create(
+        event_id=event.pk,
+        defaults={"chain": event.chain, "reviewed_by": user, "reviewed_at": timezone.now(), "note": note},
+    )
+    if created:
+        audit.audit_record(
+            chain=event.chain,
+            actor=user.get_username(),
+            role=Role.AUDITOR,
+            action=AuditAction.AUDIT_VERIFY,
+            patients=event.patients or [],
+            object=f"review:{event.pk}",
+            detail={"reviewed": event.action, "seq": event.seq, "with_note": bool(note)},
+            ip=ip,
+        )
+    return review, created
+
+
+def audit_export_record(
+    *, user: User, chain: str, filters: dict[str, Any], patients: list[str], count: int, ip: str | None = None
+) -> AuditEvent:
+    """The auditor's CSV export of the console, itself audited: the filters and how many events."""
+    return audit.audit_record(
+        chain=chain,
+        actor=user.get_username(),
+        role=Role.AUDITOR,
+        action=AuditAction.AUDIT_EXPORT,
+        patients=patients,
+        detail={"via": "console", "format": "csv", "filters": filters, "events": count},
+        ip=ip,
     )

@@ -21,7 +21,7 @@ SEARCH_SESSION_KEY = "caseload_search"
 
 
 def home(request):
-    """The caseload for therapists; the clinic's patient list for clinic admins; a pointer for auditors."""
+    """The caseload for therapists; the clinic's patient list for clinic admins; the audit console for auditors."""
     if access.has_role(request.user, [Role.THERAPIST]):
         query = selectors.CaseloadQuery.from_params(request.GET, search=request.session.get(SEARCH_SESSION_KEY, ""))
         page = selectors.caseload_page(request.user, query, request.GET.get("page"))
@@ -36,7 +36,7 @@ def home(request):
         access.audit_read(request.user, page.object_list, action=AuditAction.CASELOAD_READ)
         return response
     access.require_role(request.user, [Role.AUDITOR])
-    return render(request, "tracking/auditor_home.html")
+    return redirect("audit")
 
 
 @login_not_required

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
@@ -20,8 +20,21 @@ from django.utils import timezone
 
 from reports.alerts import deterioration_alerts
 from reports.models import Alert, AlertSeverity, OutcomeResponse
+from tracking import audit
 from tracking.demo import CLINICS, Batch, Context, generate_batches, plan_patients
-from tracking.models import CareAssignment, Clinic, Membership, Patient, ProgressMarker, Role, TherapySession
+from tracking.models import (
+    AuditAction,
+    AuditEvent,
+    AuditOutcome,
+    BreakGlassGrant,
+    CareAssignment,
+    Clinic,
+    Membership,
+    Patient,
+    ProgressMarker,
+    Role,
+    TherapySession,
+)
 
 DEFAULT_PASSWORD = "demo-password-2026"  # noqa: S105 - a published demo password, overridable by env
 BATCH_PATIENTS = 100  # patients per batch (one transaction each)
@@ -100,12 +113,15 @@ class Command(BaseCommand):
         seeded = Alert.objects.filter(clinic_id__in=list(clinic_ids.values()))
         seeded.update(notified_at=now)
         seeded.filter(severity=AlertSeverity.URGENT).update(escalated_at=now)
+        audited = seed_audit_history(now)
 
         self.stdout.write(
             f"Seeded {totals['patients']:,} patients, {totals['sessions']:,} sessions, "
             f"{totals['markers']:,} progress markers, {totals['responses']:,} questionnaire responses and "
             f"{totals['alerts']:,} alerts over {days} days (seed {seed}) in {time.monotonic() - started:.1f} s."
         )
+        if audited:
+            self.stdout.write(f"Seeded {audited:,} audit events (three days of each clinic's log).")
         self._print_logins(logins, password)
 
     def _print_logins(self, logins: list[tuple[str, str, str]], password: str) -> None:
@@ -580,3 +596,122 @@ def raise_deterioration_alerts(clinic_ids, chunk: int = 500) -> int:
             patients = list(Patient.objects.filter(pk__in=ids[start : start + chunk]).select_related("clinic"))
             raised += len(deterioration_alerts(patients=patients))
     return raised
+
+
+# --- The audit log's history -----------------------------------------------------------------------------
+
+DEMO_TOKEN_ACTOR = "token:game-server"  # noqa: S105 (an actor, not a secret)
+BREAK_GLASS_REASON = "Patient called the crisis line in distress; their therapist is off today and unreachable"
+
+
+def seed_audit_history(now: datetime) -> int:
+    """Three days of each demo clinic's audit log, so the auditor's console has something to show: logins
+    (one failed, then a lockout), caseload and patient reads, the game's ingest batches, an acknowledgement,
+    a break-glass grant (expired: its grant row is written too), an export, logouts. Appended in time
+    order through `audit.audit_record` with past `at`s. A chain that already holds events from before
+    `now` is left alone: the log outlives --reset (its events cannot be deleted), and a second history
+    would only repeat the first. Returns the number of events appended."""
+    appended = 0
+    for demo in CLINICS:
+        if AuditEvent.objects.filter(chain=demo.slug, at__lt=now).exists():
+            continue
+        clinic = Clinic.objects.get(slug=demo.slug)
+        caseloads = {
+            name: list(
+                CareAssignment.objects.filter(patient__clinic=clinic, therapist__username=name)
+                .order_by("patient__player_id")
+                .values_list("patient__player_id", flat=True)
+            )
+            for name in demo.therapists
+        }
+        with transaction.atomic():
+            for at, fields in _audit_story(demo.therapists, demo.auditor, caseloads, clinic, now):
+                audit.audit_record(chain=demo.slug, at=at, **fields)
+                appended += 1
+    return appended
+
+
+def _audit_story(
+    therapists: tuple[str, ...], auditor: str, caseloads: dict[str, list[str]], clinic: Clinic, now: datetime
+) -> list[tuple[datetime, dict]]:
+    """(at, fields) of the seeded events, in time order: three working days and this morning."""
+    first, second = therapists[0], therapists[1]
+    ips = {first: "10.20.0.11", second: "10.20.0.23", auditor: "10.20.0.40", DEMO_TOKEN_ACTOR: "10.30.0.5"}
+    roles = {first: "therapist", second: "therapist", auditor: "auditor", DEMO_TOKEN_ACTOR: ""}
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    events: list[tuple[datetime, dict]] = []
+
+    def add(day: int, clock: str, action: str, actor: str, **fields) -> None:
+        hour, minute = map(int, clock.split(":"))
+        at = midnight - timedelta(days=day) + timedelta(hours=hour, minutes=minute, seconds=len(events) % 50)
+        if at < now:  # today's events stop at the current time
+            fields = {"role": roles[actor], "ip": ips[actor], **fields}
+            events.append((at, {"action": action, "actor": actor, **fields}))
+
+    def working_day(day: int, user: str, clock: str) -> None:
+        caseload = caseloads.get(user, [])
+        hour = int(clock.split(":")[0])
+        add(day, clock, AuditAction.LOGIN, user)
+        add(day, f"{hour}:20", AuditAction.CASELOAD_READ, user, patients=caseload[:50], detail={"view": "caseload"})
+        for n, player in enumerate(caseload[:3]):
+            read = {"patients": [player], "object": f"patient:{player}", "detail": {"view": "patient"}}
+            add(day, f"{hour}:{25 + 7 * n}", AuditAction.PATIENT_READ, user, **read)
+        add(day, "17:30", AuditAction.LOGOUT, user)
+
+    def ingest(day: int, clock: str, players: list[str]) -> None:
+        counts = {
+            "sessions": {"created": len(players), "updated": len(players) // 2, "unchanged": 0},
+            "markers": {"created": 2 * len(players), "updated": 0, "unchanged": 0},
+            "outcomes": {"created": 1, "updated": 0, "unchanged": 0},
+        }
+        detail = {"counts": counts, "alerts_raised": 0}
+        add(day, clock, AuditAction.INGEST, DEMO_TOKEN_ACTOR, patients=players, detail=detail)
+
+    everyone = sorted(p for caseload in caseloads.values() for p in caseload)
+    mine = caseloads.get(first, [])
+    for day in (3, 2, 1):
+        working_day(day, first, "8:52")
+        working_day(day, second, "9:15")
+        ingest(day, "9:40", everyone[day : day + 4])
+        ingest(day, "13:10", everyone[-day - 4 : -day])
+    # A failed login (a typo), then the right password.
+    add(2, "9:14", AuditAction.LOGIN_FAILED, second, outcome=AuditOutcome.FAILED)
+    alert = (
+        Alert.objects.filter(clinic=clinic, patient__player_id__in=mine)
+        .order_by("occurred_at", "pk")
+        .values_list("pk", "patient__player_id")
+        .first()
+    )
+    if alert:
+        acknowledged = {"alert_ids": [alert[0]], "count": 1, "with_note": True}
+        add(2, "10:12", AuditAction.ALERT_ACKNOWLEDGE, first, patients=[alert[1]], object=f"alert:{alert[0]}",
+            detail=acknowledged)  # fmt: skip
+    export = {"format": "csv", "rows": len(mine[:50])}
+    add(2, "16:05", AuditAction.EXPORT, first, patients=mine[:50], object="report:caseload-outcomes", detail=export)
+    # Someone tries the second therapist's account from outside: five failures, then the lockout.
+    for n in range(5):
+        add(1, f"7:{40 + n}", AuditAction.LOGIN_FAILED, second, outcome=AuditOutcome.FAILED, ip="198.51.100.23")
+    lockout = {"detail": {"failures": 5}, "outcome": AuditOutcome.DENIED, "ip": "198.51.100.23"}
+    add(1, "7:45", AuditAction.LOCKOUT, second, **lockout)
+    # The evening before: the second therapist opens a patient of the first in an emergency.
+    if mine:
+        emergency = mine[0]
+        granted = midnight - timedelta(days=1) + timedelta(hours=19, minutes=8)
+        grant = BreakGlassGrant.objects.create(
+            clinic=clinic,
+            user=get_user_model().objects.get(username=second),
+            patient=Patient.objects.get(clinic=clinic, player_id=emergency),
+            reason=BREAK_GLASS_REASON,
+            granted_at=granted,
+            expires_at=granted + timedelta(minutes=60),
+        )
+        detail = {"reason": BREAK_GLASS_REASON, "minutes": 60, "expires_at": audit.format_at(grant.expires_at)}
+        add(1, "19:06", AuditAction.LOGIN, second)
+        add(1, "19:08", AuditAction.BREAK_GLASS, second, patients=[emergency], object=f"break_glass:{grant.pk}",
+            detail=detail)  # fmt: skip
+        read = {"patients": [emergency], "object": f"patient:{emergency}", "detail": {"view": "patient"}}
+        add(1, "19:09", AuditAction.PATIENT_READ, second, **read)
+        add(1, "19:40", AuditAction.LOGOUT, second)
+    # This morning: the auditor.
+    add(0, "7:30", AuditAction.LOGIN, auditor)
+    return sorted(events, key=lambda item: item[0])
