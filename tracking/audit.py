@@ -298,7 +298,12 @@ def chains() -> list[str]:
 
 
 def verify_chains(
-    only: Iterable[str] | None = None, *, head_dir: Path | None = None, via: str = "verify_audit_log"
+    only: Iterable[str] | None = None,
+    *,
+    head_dir: Path | None = None,
+    via: str = "verify_audit_log",
+    actor: str = SYSTEM_ACTOR,
+    role: str = "",
 ) -> list[ChainResult]:
     """Every chain (or `only` these). The outcome is stored on the head row for the console, and the
     verification itself is audited (`audit.verify`, in each chain verified)."""
@@ -314,7 +319,8 @@ def verify_chains(
             )
             audit_record(
                 chain=result.chain,
-                actor=SYSTEM_ACTOR,
+                actor=actor,
+                role=role,
                 action=AuditAction.AUDIT_VERIFY,
                 detail={"via": via, "events": result.events, "up_to_seq": result.last_seq},
                 outcome=AuditOutcome.FAILED if result.broken else AuditOutcome.OK,

@@ -136,7 +136,7 @@ def audit_verify(request):
     chain = request.POST.get("chain") or chains[0]
     if chain not in chains:
         raise Http404("No such chain.")
-    [result] = audit.verify_chains([chain], via="console")
+    [result] = audit.verify_chains([chain], via="console", actor=request.user.get_username(), role="auditor")
     if result.broken:
         messages.error(request, f"Chain {chain}: {result.broken}")
     else:
