@@ -1,5 +1,4 @@
 import json
-from datetime import date
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -7,15 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 from reports import selectors
 from reports.exports import csv_text, patient_csv_header, patient_csv_row
 from tracking import audit
-from tracking.management.commands._base import clinic_by_slug
+from tracking.management.commands._base import clinic_by_slug, date_option
 from tracking.models import AuditAction, Membership, Patient, Role
-
-
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"{value!r} is not a date; expected YYYY-MM-DD.") from None
 
 
 class Command(BaseCommand):
@@ -35,7 +27,7 @@ class Command(BaseCommand):
     def handle(self, *args, clinic, patient, therapist, date_from, date_to, format, **options):
         clinic_obj = clinic_by_slug(clinic)
         period = selectors.Period(
-            date_from=_date(date_from) if date_from else None, date_to=_date(date_to) if date_to else None
+            date_from=date_option(date_from) if date_from else None, date_to=date_option(date_to) if date_to else None
         )
         if period.date_from and period.date_to and period.date_from > period.date_to:
             raise CommandError(f"--from {period.date_from} is after --to {period.date_to}.")

@@ -1,5 +1,7 @@
 """Shared pieces of the operator commands: clear errors and a non-zero exit on bad input."""
 
+from datetime import date
+
 from django.core.management.base import CommandError
 
 from tracking.models import Clinic
@@ -12,3 +14,11 @@ def clinic_by_slug(slug: str) -> Clinic:
         raise CommandError(
             f"No clinic with slug {slug!r}. Create it with: manage.py create_clinic {slug} --name NAME"
         ) from None
+
+
+def date_option(value: str) -> date:
+    """A --from/--to value: YYYY-MM-DD, or a clear error."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"{value!r} is not a date; expected YYYY-MM-DD.") from None

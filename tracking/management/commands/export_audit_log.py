@@ -4,23 +4,13 @@ system` exports the system chain. The export is itself audited."""
 
 import csv
 import json
-from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
 from reports.exports import safe_text
 from tracking import audit
-from tracking.management.commands._base import clinic_by_slug
+from tracking.management.commands._base import clinic_by_slug, date_option
 from tracking.models import AuditAction
-
-
-def _date(value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"{value!r} is not a date; expected YYYY-MM-DD.") from None
 
 
 class Command(BaseCommand):
@@ -34,7 +24,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, clinic, date_from, date_to, format, **options):
         chain = audit.SYSTEM_CHAIN if clinic == audit.SYSTEM_CHAIN else clinic_by_slug(clinic).slug
-        start, end = _date(date_from), _date(date_to)
+        start = date_option(date_from) if date_from else None
+        end = date_option(date_to) if date_to else None
         if start and end and start > end:
             raise CommandError(f"--from {start} is after --to {end}.")
         count = 0
