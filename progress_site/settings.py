@@ -7,6 +7,7 @@ start without its secrets and turns on the HTTPS settings that `check --deploy` 
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -74,6 +75,8 @@ INSTALLED_APPS = [
     "csp",
     "pgtrigger",
     "pghistory",
+    "django_otp",
+    "axes",
     "tracking",
     "reports",
 ]
@@ -81,15 +84,21 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "tracking.middleware.PrivateResponseMiddleware",
     "tracking.middleware.SessionMiddlewareWithPassiveRequests",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "tracking.middleware.AuditRequestMiddleware",
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "tracking.middleware.SessionLimitMiddleware",
+    "tracking.middleware.LoginRequiredMiddleware",
+    "tracking.middleware.SecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a refused login into the locked-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "progress_site.urls"
@@ -174,6 +183,12 @@ AUDIT_SIGNING_KEY = env_str("AUDIT_SIGNING_KEY")
 if PRODUCTION and not (AUDIT_HEAD_DIR and AUDIT_SIGNING_KEY):
     raise ImproperlyConfigured("AUDIT_HEAD_DIR and AUDIT_SIGNING_KEY must be set when DJANGO_ENV=production")
 AUDIT_HEAD_DIR = AUDIT_HEAD_DIR or str(BASE_DIR / "audit-heads")
+# Encryption at rest (DESIGN §7): Fernet keys, comma-separated, newest first. Required in production;
+# elsewhere one key is generated into FIELD_ENCRYPTION_KEY_FILE on first use.
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
+if PRODUCTION and not FIELD_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS must be set when DJANGO_ENV=production")
+FIELD_ENCRYPTION_KEY_FILE = env_str("FIELD_ENCRYPTION_KEY_FILE", str(BASE_DIR / "field-encryption.key"))
 # Break-glass (DESIGN §7): how long a therapist's emergency access to an unassigned patient lasts.
 BREAK_GLASS_MINUTES = env_int("BREAK_GLASS_MINUTES", 60)
 
@@ -194,15 +209,51 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Argon2 first: a password stored under another hasher is re-hashed with Argon2 at its next login.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
 if TESTING:
-    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Speed: the suite creates many users. tests/test_login_hardening.py checks the Argon2 path itself.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *PASSWORD_HASHERS]
+
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: a locked username + IP is refused before the password is even checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Lockout (DESIGN §7): LOGIN_FAILURE_LIMIT failures, each within LOGIN_COOLOFF_MINUTES of the last, lock
+# that username + IP (never a whole clinic's address) for LOGIN_COOLOFF_MINUTES; a success resets it.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_COOLOFF_MINUTES = env_int("LOGIN_COOLOFF_MINUTES", 15)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Attempts during a lockout do not extend it: it ends LOGIN_COOLOFF_MINUTES after it began.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "tracking.account_views.locked_out"
+AXES_CLIENT_IP_CALLABLE = "tracking.audit.axes_client_ip"
+# The audit log records every login; axes' own access log would be a second copy.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+
+# Second factor (django-otp TOTP + backup codes). With REQUIRE_MFA, a staff user without a device reaches
+# nothing but enrolment; a user with a device always gives a code after the password.
+REQUIRE_MFA = env_bool("REQUIRE_MFA", default=PRODUCTION)
+MFA_ISSUER = env_str("MFA_ISSUER", "Progress Dashboard")
+MFA_BACKUP_CODES = 10
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "caseload"
 LOGOUT_REDIRECT_URL = "login"
 
-# Sessions end after 15 idle minutes (DESIGN §7).
+# Sessions end after 15 idle minutes, and SESSION_ABSOLUTE_HOURS after the login whatever the activity.
 SESSION_COOKIE_AGE = env_int("SESSION_IDLE_SECONDS", 15 * 60)
+SESSION_ABSOLUTE_HOURS = env_int("SESSION_ABSOLUTE_HOURS", 12)
 SESSION_SAVE_EVERY_REQUEST = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -274,6 +325,7 @@ CONTENT_SECURITY_POLICY = {
 }
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
@@ -293,5 +345,7 @@ LOGGING = {
     "loggers": {
         # Request logs would carry query strings; the app logs ids only.
         "django.request": {"level": "ERROR"},
+        # Every login is in the audit log; axes' own lines would repeat it.
+        "axes": {"level": "WARNING"},
     },
 }

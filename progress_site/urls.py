@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from reports import views as report_views
-from tracking import auditor_views, views
+from tracking import account_views, auditor_views, console_views, views
 
 urlpatterns = [
     path("", views.home, name="caseload"),
@@ -23,6 +23,12 @@ urlpatterns = [
     path("live/events", views.live_events, name="live-events"),
     path("live/inbox.json", views.live_inbox, name="live-inbox"),
     path("alerts/", report_views.alerts_list, name="alerts"),
+    path("clinic/users/", console_views.clinic_users, name="clinic-users"),
+    path(
+        "clinic/users/<int:user_id>/reset-second-factor",
+        console_views.clinic_user_reset_mfa,
+        name="clinic-user-reset-mfa",
+    ),
     path("break-glass/", auditor_views.break_glass, name="break-glass"),
     path("audit/", auditor_views.audit_log, name="audit"),
     path("audit/export.csv", auditor_views.audit_export, name="audit-export"),
@@ -39,8 +45,14 @@ urlpatterns = [
         views.recommendation_restore,
         name="recommendation-restore",
     ),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", account_views.LoginView.as_view(), name="login"),
+    path("login/code/", account_views.second_factor, name="mfa-verify"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/", account_views.security, name="account-security"),
+    path("account/second-factor/", account_views.enrol, name="mfa-enrol"),
+    path("account/backup-codes/", account_views.backup_codes_new, name="backup-codes-new"),
+    path("account/password/", account_views.PasswordChangeView.as_view(), name="password-change"),
+    path("admin/login/", account_views.admin_login),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tracking.api.urls")),

@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from reports.instruments import INSTRUMENTS, MAX_ITEMS
+from tracking.fields import EncryptedTextField
 from tracking.models import Clinic, Patient, row_history
 
 ITEM_FIELDS = [f"item_{n}" for n in range(1, MAX_ITEMS + 1)]
@@ -118,7 +119,8 @@ class Alert(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="alerts")
     kind = models.CharField(max_length=32, choices=AlertKind.choices)
     severity = models.CharField(max_length=16, choices=AlertSeverity.choices)
-    reason = models.TextField()
+    # Encrypted at rest: a crisis signal's reason can be the game's free text (DESIGN §7).
+    reason = EncryptedTextField()
     # The game's id of a crisis signal; null for alerts we raise ourselves.
     alert_id = models.CharField(max_length=128, null=True, blank=True)
     source_response = models.ForeignKey(
@@ -132,7 +134,7 @@ class Alert(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
-    note = models.TextField(blank=True)
+    note = EncryptedTextField(blank=True)
     # Outbox state of the e-mails: null until sent, so a lost task is found again by the beat sweep.
     notified_at = models.DateTimeField(null=True, blank=True)
     escalated_at = models.DateTimeField(null=True, blank=True)

@@ -93,6 +93,15 @@ NO_PATIENT_DATA = {
     "audit/patient-filter": "keeps the console's patient filter in the session",
     "audit/verify": "verifies the chains (audit.verify)",
     "audit/reviews/<int:event_id>": "an auditor's review of an event",
+    # Login hardening (auth.mfa, user.change; tests/test_login_hardening.py).
+    "login/code/": "the login's second step (auth.mfa)",
+    "account/": "the user's own sign-in security",
+    "account/second-factor/": "enrolment of an authenticator app (auth.mfa)",
+    "account/backup-codes/": "new backup codes (auth.mfa)",
+    "account/password/": "the password change (user.change)",
+    "admin/login/": "sends Django admin's login to /login/",
+    "clinic/users/": "the clinic's users: names, roles, last logins",
+    "clinic/users/<int:user_id>/reset-second-factor": "a second-factor reset (auth.mfa)",
 }
 
 

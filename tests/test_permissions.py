@@ -53,6 +53,18 @@ MATRIX = {
     "audit/reviews/<int:event_id>": ("POST", "/audit/reviews/999999", [302, 403, 403, 403, 404, 403]),
     "live/inbox.json": ("GET", "/live/inbox.json", THERAPISTS_ONLY),
     "login/": ("GET", "/login/", [200, 302, 302, 302, 302, 302]),
+    "login/code/": ("GET", "/login/code/", [302, 302, 302, 302, 302, 302]),  # no code owed: on to the page
+    "account/": ("GET", "/account/", [302, 200, 200, 200, 200, 200]),
+    "account/second-factor/": ("GET", "/account/second-factor/", [302, 200, 200, 200, 200, 200]),
+    "account/backup-codes/": ("POST", "/account/backup-codes/", [302, 302, 302, 302, 302, 302]),  # to enrolment
+    "account/password/": ("GET", "/account/password/", [302, 200, 200, 200, 200, 200]),
+    "admin/login/": ("GET", "/admin/login/", [302, 403, 403, 403, 403, 403]),
+    "clinic/users/": ("GET", "/clinic/users/", [302, 403, 403, 200, 403, 403]),
+    "clinic/users/<int:user_id>/reset-second-factor": (
+        "POST",
+        "/clinic/users/999999/reset-second-factor",
+        [302, 403, 403, 404, 403, 403],
+    ),
     "logout/": ("POST", "/logout/", [302, 302, 302, 302, 302, 302]),
     "admin/": ("GET", "/admin/", [302, 302, 302, 302, 302, 302]),
     "healthz": ("GET", "/healthz", [200, 200, 200, 200, 200, 200]),

@@ -15,6 +15,7 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "progress.example.org",
     "AUDIT_HEAD_DIR": "/tmp/audit-heads-settings-test",  # noqa: S108 (never written: settings only)
     "AUDIT_SIGNING_KEY": "k" * 40,
+    "FIELD_ENCRYPTION_KEYS": "S2V5LW9mLXRoZS1zZXR0aW5ncy10ZXN0cy0wMDAwMDA=",
 }
 
 

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db import models
 
-from tracking import audit
+from tracking import accounts, audit
 from tracking.models import (
     AuditAction,
     CareAssignment,
@@ -160,7 +160,15 @@ admin.site.unregister(get_user_model())
 
 @admin.register(get_user_model())
 class AuditedUserAdmin(AuditedAdmin, UserAdmin):
-    """Django's user admin, audited (`user.change`); a password set here is recorded by name only."""
+    """Django's user admin, audited (`user.change`); a password set here is recorded by name only. The
+    action "Reset second factor" removes a user's devices (audited `auth.mfa`)."""
+
+    actions = ["reset_second_factor"]
+
+    @admin.action(description="Reset second factor (the user sets up a new one at the next login)")
+    def reset_second_factor(self, request, queryset):
+        removed = sum(accounts.reset_second_factor(user=user, by=request.user) for user in queryset)
+        self.message_user(request, f"Second factor reset for {queryset.count()} user(s); {removed} device(s) removed.")
 
     def user_change_password(self, request, id, form_url=""):  # noqa: A002 (Django's signature)
         response = super().user_change_password(request, id, form_url)

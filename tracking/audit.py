@@ -617,3 +617,20 @@ def lockout_record(
         detail=detail,
         outcome=AuditOutcome.DENIED,
     )
+
+
+def axes_client_ip(request: "HttpRequest") -> str | None:
+    """django-axes' idea of the client's address (AXES_CLIENT_IP_CALLABLE): the audit log's, so that a
+    lockout and the failed logins that caused it name the same IP behind the same proxies."""
+    return client_ip(request)
+
+
+def on_axes_locked_out(sender: Any, request: "HttpRequest | None" = None, username: str = "", **kwargs: Any) -> None:
+    """django-axes' `user_locked_out`: audited once per lockout, when the limit is reached. Axes sends the
+    signal again for every attempt during the lockout; those are already `auth.login_failed` events."""
+    failures = getattr(request, "axes_failures_since_start", None)
+    limit = int(getattr(settings, "AXES_FAILURE_LIMIT", 0))
+    if failures != limit:
+        return
+    minutes = int(getattr(settings, "LOGIN_COOLOFF_MINUTES", 0))
+    lockout_record(username=username, request=request, detail={"failures": failures, "minutes": minutes})

@@ -1,7 +1,11 @@
 """Patients, care assignment, what the game reports (sessions, markers) and who may see it."""
 
+import hashlib
+import time
 import zoneinfo
+from base64 import b32encode
 from datetime import datetime
+from urllib.parse import quote, urlencode
 
 import pghistory
 from django.conf import settings
@@ -9,6 +13,10 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+from django_otp.oath import TOTP
+
+from tracking.fields import EncryptedTextField
 
 
 def validate_timezone(value: str) -> None:
@@ -25,7 +33,7 @@ class Clinic(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Celebration hook: new milestones are POSTed here, signed with HMAC-SHA256 of the body.
     webhook_url = models.URLField(blank=True, help_text="The game server's celebration endpoint (optional).")
-    webhook_secret = models.CharField(max_length=128, blank=True, help_text="Shared secret for the signature.")
+    webhook_secret = EncryptedTextField(blank=True, max_length=128, help_text="Shared secret for the signature.")
 
     class Meta:
         ordering = ["name"]
@@ -85,6 +93,8 @@ class Patient(models.Model):
 
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="patients")
     player_id = models.CharField(max_length=128)
+    # What the clinic calls the patient on its pages (optional; encrypted at rest like every note).
+    display_name = EncryptedTextField(blank=True, max_length=100)
     # Blank means the clinic's time zone.
     timezone = models.CharField(max_length=64, blank=True, validators=[validate_timezone])
     created_at = models.DateTimeField(auto_now_add=True)
@@ -95,7 +105,7 @@ class Patient(models.Model):
     risk_flag_cleared_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    risk_flag_clear_note = models.TextField(blank=True)
+    risk_flag_clear_note = EncryptedTextField(blank=True)
     # Freshness of the stored analytics: ingest sets data_changed_at in its own transaction; the
     # recompute stamps analytics_computed_at. A patient is stale while changed > computed.
     data_changed_at = models.DateTimeField(null=True, blank=True)
@@ -516,7 +526,7 @@ class AuditReview(models.Model):
     chain = models.CharField(max_length=64)
     reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     reviewed_at = models.DateTimeField()
-    note = models.TextField(blank=True)
+    note = EncryptedTextField(blank=True)
 
     def __str__(self) -> str:
         return f"review of event {self.event_id}"
@@ -528,7 +538,7 @@ class BreakGlassGrant(models.Model):
     clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="break_glass_grants")
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="break_glass_grants")
-    reason = models.TextField()
+    reason = EncryptedTextField()
     granted_at = models.DateTimeField()
     expires_at = models.DateTimeField()
 
@@ -540,3 +550,128 @@ class BreakGlassGrant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} → {self.patient} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
+# ----- the second factor (django-otp devices, DESIGN §7) ------------------------------------------
+#
+# django-otp's own TOTP and static plugins keep the key and the backup codes in plain text. These two
+# devices are built on its parts instead (Device, the throttling and timestamp mixins, django_otp.oath's
+# TOTP), with the TOTP key encrypted at rest and a backup code kept only as a SHA-256 digest.
+
+
+def new_totp_key() -> str:
+    from django_otp.util import random_hex
+
+    return random_hex(20)
+
+
+class AuthenticatorDevice(TimestampMixin, ThrottlingMixin, Device):
+    """A TOTP authenticator app (RFC 6238: SHA-1, 6 digits, 30 s steps, ±1 step of tolerance)."""
+
+    key = EncryptedTextField(default=new_totp_key, help_text="Hex-encoded secret (encrypted at rest).")
+    step = models.PositiveSmallIntegerField(default=30)
+    t0 = models.BigIntegerField(default=0)
+    digits = models.PositiveSmallIntegerField(default=6)
+    tolerance = models.PositiveSmallIntegerField(default=1)
+    drift = models.SmallIntegerField(default=0)
+    last_t = models.BigIntegerField(default=-1)
+
+    class Meta(Device.Meta):
+        verbose_name = "authenticator app"
+
+    def totp(self) -> TOTP:
+        totp = TOTP(bytes.fromhex(self.key), self.step, self.t0, self.digits, self.drift)
+        totp.time = time.time()
+        return totp
+
+    def verify_token(self, token: object) -> bool:
+        """django-otp's TOTP check: a code is accepted once, never one of a step already used."""
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            return False
+        code = str(token).strip().replace(" ", "")
+        totp = self.totp()
+        if code.isdigit() and len(code) == self.digits and totp.verify(int(code), self.tolerance, self.last_t + 1):
+            self.last_t, self.drift = totp.t(), totp.drift
+            self.throttle_reset(commit=False)
+            self.set_last_used_timestamp(commit=False)
+            self.save()
+            return True
+        self.throttle_increment(commit=True)
+        return False
+
+    def get_throttle_factor(self) -> int:
+        return 1
+
+    def config_url(self, issuer: str) -> str:
+        """The otpauth:// URI an authenticator app reads from the QR code."""
+        label = quote(f"{issuer}:{self.user.get_username()}")
+        params = urlencode(
+            {
+                "secret": b32encode(bytes.fromhex(self.key)).decode(),
+                "issuer": issuer,
+                "algorithm": "SHA1",
+                "digits": self.digits,
+                "period": self.step,
+            },
+            quote_via=quote,
+        )
+        return f"otpauth://totp/{label}?{params}"
+
+    def base32_secret(self) -> str:
+        """The secret as typed into an app by hand, in groups of four."""
+        raw = b32encode(bytes.fromhex(self.key)).decode().rstrip("=")
+        return " ".join(raw[i : i + 4] for i in range(0, len(raw), 4))
+
+
+class BackupCodeDevice(TimestampMixin, ThrottlingMixin, Device):
+    """Single-use backup codes; each code is deleted when used."""
+
+    class Meta(Device.Meta):
+        verbose_name = "backup codes"
+
+    def verify_token(self, token: object) -> bool:
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            return False
+        used, _ = self.codes.filter(digest=BackupCode.digest_of(str(token))).delete()
+        if used:
+            self.throttle_reset(commit=False)
+            self.set_last_used_timestamp(commit=False)
+            self.save()
+            return True
+        self.throttle_increment(commit=True)
+        return False
+
+    def get_throttle_factor(self) -> int:
+        return 1
+
+
+class BackupCode(models.Model):
+    device = models.ForeignKey(BackupCodeDevice, on_delete=models.CASCADE, related_name="codes")
+    digest = models.CharField(max_length=64)
+
+    class Meta:
+        indexes = [models.Index(fields=["device", "digest"], name="backup_code_lookup")]
+
+    def __str__(self) -> str:
+        return f"backup code of device {self.device_id}"
+
+    @staticmethod
+    def normalise(code: str) -> str:
+        return "".join(ch for ch in code.lower() if ch.isalnum())
+
+    @classmethod
+    def digest_of(cls, code: str) -> str:
+        return hashlib.sha256(cls.normalise(code).encode()).hexdigest()
+
+
+class UserSession(models.Model):
+    """A logged-in session of a user, so that logout and a password change can end the others."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="login_sessions")
+    session_key = models.CharField(max_length=40, unique=True)
+    started_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"session of {self.user_id} since {self.started_at:%Y-%m-%d %H:%M}"

@@ -22,6 +22,7 @@ from reports.alerts import deterioration_alerts
 from reports.models import Alert, AlertSeverity, OutcomeResponse
 from tracking import audit
 from tracking.demo import CLINICS, Batch, Context, generate_batches, plan_patients
+from tracking.fields import encrypt
 from tracking.models import (
     AuditAction,
     AuditEvent,
@@ -549,10 +550,8 @@ class CopyWriter:
         ts, esc = self.ts, self._esc
         for p, c, kind, severity, reason, alert_id, r, at in batch.alerts:
             source = NULL if r is None else response_ids[r]
-            yield (
-                f"{patient_ids[p]}\t{c}\t{kind}\t{severity}\t{esc(reason)}\t{NULL if alert_id is None else alert_id}\t"
-                f"{source}\t{ts(at)}"
-            )
+            game_id = NULL if alert_id is None else alert_id
+            yield f"{patient_ids[p]}\t{c}\t{kind}\t{severity}\t{esc(encrypt(reason))}\t{game_id}\t{source}\t{ts(at)}"
 
 
 def prefetch(items: Iterator, depth: int = 1) -> Iterator:
