@@ -54,7 +54,7 @@ def second_factor(request):
 
 def _qr_svg(uri: str) -> str:
     """The otpauth:// URI as an inline SVG QR code, drawn here (segno): no image service sees the secret."""
-    return segno.make(uri, error="m").svg_inline(scale=5, border=2, title="QR code for your authenticator app")
+    return segno.make(uri, error="m").svg_inline(border=2, omitsize=True, title="QR code for your authenticator app")
 
 
 @require_http_methods(["GET", "POST"])
@@ -117,8 +117,9 @@ class PasswordChangeView(auth_views.PasswordChangeView):
     success_url = reverse_lazy("account-security")
 
     def form_valid(self, form):
+        old_session_key = self.request.session.session_key
         response = super().form_valid(form)
-        accounts.password_changed(self.request, form.user)
+        accounts.password_changed(self.request, form.user, old_session_key=old_session_key)
         messages.success(self.request, "Your password was changed. Every other session of yours has ended.")
         return response
 

@@ -98,10 +98,12 @@ def on_user_logged_out(sender: Any, request: HttpRequest | None = None, user: An
         end_sessions(user)
 
 
-def password_changed(request: HttpRequest, user: User) -> None:
-    """After a password change (the current session already carries the new hash): every other session
-    ends, this one is remembered under its new key, and the change is audited (no value, of course)."""
+def password_changed(request: HttpRequest, user: User, *, old_session_key: str | None) -> None:
+    """After a password change (Django gave the current session a new key and the new hash): every other
+    session ends, this one is remembered under its new key, and the change is audited (no value, of
+    course)."""
     session = request.session
+    UserSession.objects.filter(session_key=old_session_key or "").delete()
     ended = end_sessions(user, keep=session.session_key)
     UserSession.objects.update_or_create(
         session_key=session.session_key,
@@ -155,7 +157,7 @@ def confirm_enrolment(request: HttpRequest, device: AuthenticatorDevice, code: s
         locked.confirmed = True
         locked.save(update_fields=["confirmed"])
         codes = _new_backup_codes(user)  # type: ignore[arg-type]
-        audit.audit_here(action=AuditAction.MFA, user=user, detail={"event": "enrolled", "backup_codes": len(codes)})
+        audit.audit_here(action=AuditAction.MFA, user=user, detail={"event": "enrolled", "backups": len(codes)})
     django_otp.login(request, locked)
     request.session[SESSION_NEEDS_CODE_KEY] = False
     return codes
@@ -166,9 +168,7 @@ def regenerate_backup_codes(request: HttpRequest) -> list[str]:
     user = request.user
     with transaction.atomic():
         codes = _new_backup_codes(user)  # type: ignore[arg-type]
-        audit.audit_here(
-            action=AuditAction.MFA, user=user, detail={"event": "backup_codes_renewed", "backup_codes": len(codes)}
-        )
+        audit.audit_here(action=AuditAction.MFA, user=user, detail={"event": "backups_renewed", "backups": len(codes)})
     # The session was verified by a device that no longer exists when it was the old backup codes.
     device = AuthenticatorDevice.objects.filter(user_id=user.pk, confirmed=True).first()
     if device is not None:
@@ -195,7 +195,7 @@ def verify_second_factor(request: HttpRequest, code: str) -> bool:
         method = "backup_code" if isinstance(device, BackupCodeDevice) else "authenticator"
         detail: dict[str, Any] = {"event": "verified", "method": method}
         if method == "backup_code":
-            detail["backup_codes_left"] = backup_codes_left(user)
+            detail["backups_left"] = backup_codes_left(user)
         audit.audit_here(action=AuditAction.MFA, user=user, detail=detail)
     django_otp.login(request, device)
     request.session[SESSION_NEEDS_CODE_KEY] = False

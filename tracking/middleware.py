@@ -135,9 +135,13 @@ class SecondFactorMiddleware:
         else:
             return None
         match = request.resolver_match
-        if (match is not None and match.url_name in allowed) or not getattr(view_func, "login_required", True):
+        if match is not None and match.url_name in allowed:
             return None
         if request.path.startswith("/api/"):
+            # The API's views are open to Django's login check (DRF authenticates them), but a session
+            # that owes its second step must not read through them.
             return JsonResponse({"detail": message}, status=403)
+        if not getattr(view_func, "login_required", True):
+            return None
         remember_next_page(request)
         return redirect(target)
