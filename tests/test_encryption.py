@@ -667,3 +667,10 @@ def test_keys_are_not_derived_from_the_secret_key(db):
         token = fields.encrypt("Ann")
     with override_settings(FIELD_ENCRYPTION_KEYS=[KEY], SECRET_KEY="another-" + "s" * 50):
         assert fields.decrypt(token) == "Ann"
+
+
+def test_a_malformed_key_fails_the_start_up_check_not_the_first_page():
+    with override_settings(FIELD_ENCRYPTION_KEYS=["not-a-fernet-key"]):
+        [error] = fields.check_keys()
+    assert error.id == "tracking.E001" and "FIELD_ENCRYPTION_KEYS" in error.msg and "not-a-fernet-key" not in error.msg
+    assert fields.check_keys() == []

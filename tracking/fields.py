@@ -13,12 +13,14 @@ in SQL, so the field refuses every lookup but `isnull` with a clear error instea
 """
 
 import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.db import models
 
@@ -28,13 +30,19 @@ ALLOWED_LOOKUPS = frozenset({"isnull", "df", "nd"})
 
 
 def _key_file_key(path: Path) -> str:
-    """The key kept in `path`, created (readable by its owner only) on first use. Not for production."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(Fernet.generate_key().decode() + "\n")
+    """The key kept in `path`, created (readable by its owner only) on first use. Not for production.
+    Written to a temporary file and linked into place, so a process starting at the same moment reads
+    either no file or the whole key, never a half-written one."""
+    if not path.exists():
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".field-key-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(Fernet.generate_key().decode() + "\n")
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process was first: use its key
+        finally:
+            os.unlink(temporary)
     return path.read_text().strip()
 
 
@@ -64,6 +72,17 @@ def fernet() -> MultiFernet:
 
 def encrypt(text: str) -> str:
     return fernet().encrypt(text.encode("utf-8")).decode("ascii")
+
+
+@checks.register(checks.Tags.security)
+def check_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """At start-up (and in `check --deploy`), not at the first page that reads a note: every key in
+    FIELD_ENCRYPTION_KEYS must be a Fernet key."""
+    try:
+        fernet()
+    except ImproperlyConfigured as error:
+        return [checks.Error(str(error), id="tracking.E001")]
+    return []
 
 
 class UndecryptableValue(ImproperlyConfigured):
