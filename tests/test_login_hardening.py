@@ -2,6 +2,7 @@
 the idle and absolute session limits, the second factor (REQUIRE_MFA, TOTP, backup codes, Django admin),
 Argon2, the password change, logout ending every session, and the security headers."""
 
+import base64
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -217,8 +218,6 @@ def enrol(client: Client) -> tuple[AuthenticatorDevice, list[str]]:
     assert page.status_code == 200 and b"<svg" in page.content
     secret = re.search(rb'id="totp-secret">([A-Z2-7 ]+)<', page.content).group(1).decode().replace(" ", "")
     device = AuthenticatorDevice.objects.get(confirmed=False)
-    import base64
-
     assert base64.b32decode(secret + "=" * (-len(secret) % 8)).hex() == device.key
     done = client.post("/account/second-factor/", {"code": code_for(device)})
     assert done.status_code == 200
@@ -240,7 +239,14 @@ def test_with_require_mfa_a_password_alone_reaches_nothing_but_enrolment(clock, 
     assert BackupCode.objects.filter(device__user=therapist_a).count() == 10
     assert not any(BackupCode.objects.filter(digest=code) for code in codes)  # digests only
     assert client.get("/").status_code == 200  # the enrolling session is verified
-    assert [e.detail["event"] for e in events("auth.mfa")] == ["enrolled"]
+    assert [e.detail for e in events("auth.mfa")] == [{"event": "enrolled", "backups": 10, "other_sessions_ended": 0}]
+
+
+def test_enrolling_ends_the_sessions_that_logged_in_without_the_device(therapist_a):
+    other, here = logged_in(therapist_a), logged_in(therapist_a)
+    enrol(here)
+    assert here.get("/").status_code == 200
+    assert other.get("/").status_code == 302
 
 
 @override_settings(REQUIRE_MFA=True)

@@ -143,8 +143,9 @@ def format_backup_code(code: str) -> str:
 
 def confirm_enrolment(request: HttpRequest, device: AuthenticatorDevice, code: str) -> list[str] | None:
     """Confirms the device with a first code from the app: it replaces any earlier one, the session is
-    verified with it, and a fresh set of backup codes is issued (returned once, stored only as digests).
-    None when the code is wrong (audited as a failed enrolment)."""
+    verified with it, every other session of the user ends, and a fresh set of backup codes is issued
+    (returned once, stored only as digests). None when the code is wrong (audited as a failed
+    enrolment)."""
     user = request.user
     with transaction.atomic():
         locked = AuthenticatorDevice.objects.select_for_update().get(pk=device.pk, user_id=user.pk)
@@ -157,7 +158,10 @@ def confirm_enrolment(request: HttpRequest, device: AuthenticatorDevice, code: s
         locked.confirmed = True
         locked.save(update_fields=["confirmed"])
         codes = _new_backup_codes(user)  # type: ignore[arg-type]
-        audit.audit_here(action=AuditAction.MFA, user=user, detail={"event": "enrolled", "backups": len(codes)})
+        # A session that logged in without this device (or with the one it replaces) ends.
+        ended = end_sessions(user, keep=request.session.session_key)
+        detail = {"event": "enrolled", "backups": len(codes), "other_sessions_ended": ended}
+        audit.audit_here(action=AuditAction.MFA, user=user, detail=detail)
     django_otp.login(request, locked)
     request.session[SESSION_NEEDS_CODE_KEY] = False
     return codes
