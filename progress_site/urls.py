@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from reports import views as report_views
-from tracking import account_views, auditor_views, console_views, views
+from tracking import account_views, auditor_views, views
 
 urlpatterns = [
     path("", views.home, name="caseload"),
@@ -23,12 +23,7 @@ urlpatterns = [
     path("live/events", views.live_events, name="live-events"),
     path("live/inbox.json", views.live_inbox, name="live-inbox"),
     path("alerts/", report_views.alerts_list, name="alerts"),
-    path("clinic/users/", console_views.clinic_users, name="clinic-users"),
-    path(
-        "clinic/users/<int:user_id>/reset-second-factor",
-        console_views.clinic_user_reset_mfa,
-        name="clinic-user-reset-mfa",
-    ),
+    path("clinic/", include("tracking.console_urls")),
     path("break-glass/", auditor_views.break_glass, name="break-glass"),
     path("audit/", auditor_views.audit_log, name="audit"),
     path("audit/export.csv", auditor_views.audit_export, name="audit-export"),

@@ -21,6 +21,7 @@ from django.utils import timezone
 from reports.models import Alert
 from tests.conftest import logged_in
 from tests.factories import PASSWORD, CareAssignmentFactory, PatientFactory
+from tests.matrix_console import NO_PATIENT_DATA as CONSOLE_NO_PATIENT_DATA
 from tracking import audit
 from tracking.models import AuditEvent, Clinic, ProgressHighlight, Recommendation
 
@@ -100,8 +101,7 @@ NO_PATIENT_DATA = {
     "account/backup-codes/": "new backup codes (auth.mfa)",
     "account/password/": "the password change (user.change)",
     "admin/login/": "sends Django admin's login to /login/",
-    "clinic/users/": "the clinic's users: names, roles, last logins",
-    "clinic/users/<int:user_id>/reset-second-factor": "a second-factor reset (auth.mfa)",
+    **CONSOLE_NO_PATIENT_DATA,
 }
 
 
@@ -525,6 +525,9 @@ def test_a_django_admin_change_records_before_and_after_with_secrets_masked(clin
             "timezone": "Europe/London",
             "webhook_url": "",
             "webhook_secret": "s3cret-" + CANARY,
+            "alert_escalation_minutes": 30,
+            "crisis_resources": "",
+            "measure_interval_days": 14,
         },
     )
     assert response.status_code == 302, response.content[:2000]

@@ -3,6 +3,7 @@
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from tests.matrix_console import MATRIX as CONSOLE_MATRIX
 from tests.matrix_reports import MATRIX as REPORTS_MATRIX
 
 # Expected status per persona. The patient in a path is therapist A's patient "p-a1"; {foreign} is a
@@ -59,12 +60,6 @@ MATRIX = {
     "account/backup-codes/": ("POST", "/account/backup-codes/", [302, 302, 302, 302, 302, 302]),  # to enrolment
     "account/password/": ("GET", "/account/password/", [302, 200, 200, 200, 200, 200]),
     "admin/login/": ("GET", "/admin/login/", [302, 403, 403, 403, 403, 403]),
-    "clinic/users/": ("GET", "/clinic/users/", [302, 403, 403, 200, 403, 403]),
-    "clinic/users/<int:user_id>/reset-second-factor": (
-        "POST",
-        "/clinic/users/999999/reset-second-factor",
-        [302, 403, 403, 404, 403, 403],
-    ),
     "logout/": ("POST", "/logout/", [302, 302, 302, 302, 302, 302]),
     "admin/": ("GET", "/admin/", [302, 302, 302, 302, 302, 302]),
     "healthz": ("GET", "/healthz", [200, 200, 200, 200, 200, 200]),
@@ -81,6 +76,7 @@ MATRIX = {
     ),
     "api/schema/": ("GET", "/api/schema/", [200, 200, 200, 200, 200, 200]),
     **REPORTS_MATRIX,
+    **CONSOLE_MATRIX,
 }
 
 

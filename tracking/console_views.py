@@ -4,6 +4,7 @@ a selector, a service. Clinic admins see people and identifiers here, never clin
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, path, reverse
 from django.views.decorators.http import require_POST
 
 from tracking import access, accounts, selectors
@@ -33,3 +34,29 @@ def clinic_user_reset_mfa(request, user_id: int):
     else:
         messages.info(request, f"{member.user.get_username()} had no second factor set up.")
     return redirect("clinic-users")
+
+
+def console_home(request):
+    """/clinic/: the console's sections."""
+    access.require_role(request.user, [Role.CLINIC_ADMIN])
+    sections = {}
+    for section, name in (
+        ("patients", "clinic-patients"),
+        ("retention", "clinic-retention"),
+        ("settings", "clinic-settings"),
+        ("tokens", "clinic-tokens"),
+    ):
+        try:
+            sections[section] = reverse(name)
+        except NoReverseMatch:  # a section not built yet
+            continue
+    context = {"clinics": access.clinics_with_role(request.user, Role.CLINIC_ADMIN), "console_sections": sections}
+    return render(request, "tracking/console_home.html", context)
+
+
+# Mounted under /clinic/ by tracking.console_urls.
+urlpatterns = [
+    path("", console_home, name="clinic"),
+    path("users/", clinic_users, name="clinic-users"),
+    path("users/<int:user_id>/reset-second-factor", clinic_user_reset_mfa, name="clinic-user-reset-mfa"),
+]

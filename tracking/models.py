@@ -34,9 +34,29 @@ class Clinic(models.Model):
     # Celebration hook: new milestones are POSTed here, signed with HMAC-SHA256 of the body.
     webhook_url = models.URLField(blank=True, help_text="The game server's celebration endpoint (optional).")
     webhook_secret = EncryptedTextField(blank=True, max_length=128, help_text="Shared secret for the signature.")
+    # Set by the clinic admins on /clinic/settings/ (DESIGN §6, §7, §8).
+    alert_escalation_minutes = models.PositiveSmallIntegerField(
+        default=30, help_text="An urgent alert unacknowledged this long is e-mailed to the clinic admins (5-240)."
+    )
+    crisis_resources = models.TextField(
+        blank=True, max_length=2000, help_text="Shown on every alert: who to call, what to do."
+    )
+    measure_interval_days = models.PositiveSmallIntegerField(
+        default=14, help_text="A PHQ-9 or GAD-7 is due this many days after the last one (DESIGN §8)."
+    )
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(alert_escalation_minutes__gte=5, alert_escalation_minutes__lte=240),
+                name="clinic_escalation_minutes_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(measure_interval_days__gte=1, measure_interval_days__lte=365),
+                name="clinic_measure_interval_range",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -675,3 +695,54 @@ class UserSession(models.Model):
 
     def __str__(self) -> str:
         return f"session of {self.user_id} since {self.started_at:%Y-%m-%d %H:%M}"
+
+
+# ----- retention (DESIGN §7) -----------------------------------------------------------------------
+
+AUDIT_RETENTION_MIN_DAYS = 2192  # six years: the database refuses to delete a younger audit event
+
+
+class RetentionCategory(models.TextChoices):
+    ACTIVITY = "activity", "Game activity (sessions and their markers)"
+    OUTCOMES = "outcomes", "Questionnaire responses"
+    ALERTS = "alerts", "Acknowledged alerts"
+    DERIVED = "derived", "Recommendations and highlights"
+    INACTIVE_PATIENTS = "inactive_patients", "Inactive patients, with all their data"
+    AUDIT = "audit", "Audit events"
+
+
+def validate_retention(category: str, days: int) -> None:
+    if days < 1:
+        raise ValidationError({"days": "Keep data for at least 1 day."})
+    if category == RetentionCategory.AUDIT and days < AUDIT_RETENTION_MIN_DAYS:
+        raise ValidationError(
+            {"days": f"Audit events are kept at least {AUDIT_RETENTION_MIN_DAYS} days (6 years); {days} is shorter."}
+        )
+
+
+class RetentionPolicy(models.Model):
+    """How long a clinic keeps one category of data. No policy: the category is kept."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="retention_policies")
+    category = models.CharField(max_length=32, choices=RetentionCategory.choices)
+    days = models.PositiveIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "category"], name="retention_one_policy_per_category"),
+            models.CheckConstraint(condition=Q(category__in=RetentionCategory.values), name="retention_category_valid"),
+            models.CheckConstraint(condition=Q(days__gte=1), name="retention_days_positive"),
+            models.CheckConstraint(
+                condition=~Q(category="audit") | Q(days__gte=AUDIT_RETENTION_MIN_DAYS), name="retention_audit_floor"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.clinic.slug} {self.category}: {self.days} days"
+
+    def clean(self) -> None:
+        validate_retention(self.category, self.days)
