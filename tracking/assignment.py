@@ -1,0 +1,1 @@
+"""Patients' assignment to therapists and their clinic-side details (DESIGN §6); audited."""
