@@ -17,8 +17,13 @@ class OutcomeResponseAdmin(PatientDataAdmin):
 
 @admin.register(Alert)
 class AlertAdmin(PatientDataAdmin):
+    """No crisis reason or acknowledgement note here, and the acknowledgement is read-only: it is made
+    only through the service that requires a note (reports.alerts)."""
+
     list_display = ("patient", "kind", "severity", "occurred_at", "acknowledged_at")
     list_filter = ("kind", "severity")
     search_fields = ("patient__player_id", "alert_id")
-    raw_id_fields = ("patient", "clinic", "source_response", "acknowledged_by")
+    raw_id_fields = ("patient", "clinic", "source_response")
     list_select_related = ("patient",)
+    exclude = ("reason", "note")
+    readonly_fields = ("acknowledged_by", "acknowledged_at")

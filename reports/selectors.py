@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Sum, Value, When
 
+from reports import disclosure
 from reports.instruments import GAD7, PHQ9, Instrument, get_instrument
 from reports.models import ITEM_FIELDS, Alert, AlertKind, AlertSeverity, OutcomeResponse
 from reports.outcomes import Score, administration_order, classify_patient, cohort_summary, reliable_change_direction
@@ -447,8 +448,12 @@ def caseload_report(user: User, period: Period = ALL_TIME) -> dict[str, Any]:
 
 
 def clinic_report(clinic: Clinic, period: Period = ALL_TIME) -> dict[str, Any]:
-    """The clinic's aggregate report (no per-patient rows), for clinic admins."""
-    return aggregates_only(cohort_report(Patient.objects.filter(clinic=clinic), period))
+    """The clinic's aggregate report (no per-patient rows), for clinic admins, with counts of fewer than
+    5 patients suppressed (reports.disclosure)."""
+    report: dict[str, Any] = disclosure.suppress(
+        aggregates_only(cohort_report(Patient.objects.filter(clinic=clinic), period))
+    )
+    return report
 
 
 def effectiveness_report(

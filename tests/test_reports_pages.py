@@ -220,11 +220,12 @@ def test_clinic_report_shows_aggregates_only(clinic_admin, caseload, foreign_pat
     scores(foreign_patient)
     html = text(logged_in(clinic_admin).get("/clinic/report/"))
     assert "Outcome report: Northside" in html
-    assert "5 patients in the clinic, 4 with a questionnaire" in html
+    # Counts of 1 to 4 patients are suppressed (reports.disclosure): 5 in the clinic is shown.
+    assert "5 patients in the clinic, &lt;5 with a questionnaire" in html
     for player_id in ("p-a1", "p-a2", "p-a3", "p-a4", "p-b1", "p-r1", "data-player-id"):
         assert player_id not in html
     recovery = html[html.index("Recovery</h3>") :][:300]
-    assert "<strong>3</strong> of 3" in recovery
+    assert "<strong>&lt;5</strong> of &lt;5" in recovery
     assert "Not a clinical outcome" in html
 
 
@@ -236,12 +237,13 @@ def test_clinic_export_is_metric_value_rows_without_patients(clinic_admin, casel
     metrics = dict(csv.reader(StringIO(body)))
     assert metrics.pop("metric") == "value"
     assert metrics["period.from"] == "2026-01-01"
-    assert metrics["cohort.n_patients"] == "4"
-    assert metrics["cohort.recovered"] == "3" and metrics["cohort.n_caseness_at_start"] == "3"
-    assert metrics["cohort.recovery_rate"] == "1.0"
-    assert metrics["cohort.phq9.severity_first.moderately_severe"] == "3"
-    assert metrics["cohort.phq9.effect_size.n"] == "4"
-    assert metrics["engagement.sessions"] == "4"
+    # 4 patients with scores, 3 recovered: each a count of fewer than 5, so suppressed.
+    assert metrics["cohort.n_patients"] == "<5"
+    assert metrics["cohort.recovered"] == "<5" and metrics["cohort.n_caseness_at_start"] == "<5"
+    assert metrics["cohort.recovery_rate"] == "<5"
+    assert metrics["cohort.phq9.severity_first.moderately_severe"] == "<5"
+    assert metrics["cohort.phq9.effect_size.n"] == "<5" and metrics["cohort.phq9.mean_first"] == "<5"
+    assert metrics["engagement.sessions"] == "4"  # sessions are not patients
 
 
 def test_clinic_print_page(clinic_admin, caseload):
@@ -257,7 +259,7 @@ def test_admin_of_two_clinics_picks_one(clinic_admin, other_clinic, caseload, fo
     client = logged_in(clinic_admin)
     assert "Outcome report: Northside" in text(client.get("/clinic/report/"))
     html = text(client.get("/clinic/report/?clinic=riverside"))
-    assert "Outcome report: Riverside" in html and "1 patient in the clinic" in html
+    assert "Outcome report: Riverside" in html and "&lt;5 patients in the clinic" in html
     assert "clinic=riverside" in html  # kept in the export link
 
 

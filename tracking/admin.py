@@ -201,15 +201,21 @@ class CareAssignmentInline(admin.TabularInline):
 
 @admin.register(Patient)
 class PatientAdmin(PatientDataAdmin):
+    """No clinical free text here (the risk-flag note), and the flag itself is read-only: it changes only
+    through the service that requires a therapist's note."""
+
     list_display = ("player_id", "clinic", "timezone", "risk_flag", "data_changed_at", "analytics_computed_at")
     list_filter = ("clinic", "risk_flag")
     search_fields = ("player_id",)
     inlines = [CareAssignmentInline]
     list_select_related = ("clinic",)
+    exclude = ("risk_flag_clear_note",)
+    readonly_fields = ("risk_flag", "risk_flag_raised_at", "risk_flag_cleared_at", "risk_flag_cleared_by")
 
 
 @admin.register(TherapySession)
 class TherapySessionAdmin(PatientDataAdmin):
+    exclude = ("key_achievements",)  # the game's free text
     list_display = ("session_id", "patient", "started_at", "status", "duration_minutes")
     list_filter = ("status",)
     search_fields = ("session_id", "patient__player_id")
@@ -220,6 +226,7 @@ class TherapySessionAdmin(PatientDataAdmin):
 
 @admin.register(ProgressMarker)
 class ProgressMarkerAdmin(PatientDataAdmin):
+    exclude = ("description",)  # the game's free text
     list_display = ("marker_id", "patient", "type", "achieved_at", "therapeutic_value")
     list_filter = ("type",)
     search_fields = ("marker_id", "patient__player_id")

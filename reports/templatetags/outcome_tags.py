@@ -11,13 +11,17 @@ register = template.Library()
 
 @register.filter
 def percent(rate) -> str:
-    """0.5333 → "53.3%"; None (no denominator) → "—"."""
+    """0.5333 → "53.3%"; None (no denominator) → "—"; a suppressed cell ("<5") as it is."""
+    if isinstance(rate, str):
+        return rate
     return "—" if rate is None else f"{rate * 100:.1f}%"
 
 
 @register.filter
 def signed(value) -> str:
-    """A change with its sign: −6, +4, 0; None → "—". Uses a true minus sign."""
+    """A change with its sign: −6, +4, 0; None → "—". Uses a true minus sign. A suppressed cell as it is."""
+    if isinstance(value, str):
+        return value
     if value is None:
         return "—"
     text = f"{abs(value):.2f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(abs(value))
@@ -26,6 +30,8 @@ def signed(value) -> str:
 
 @register.filter
 def decimal(value, places: int = 1) -> str:
+    if isinstance(value, str):  # a suppressed cell ("<5")
+        return value
     if value is None:
         return "—"
     return f"{value:.{int(places)}f}".replace("-", "−")
