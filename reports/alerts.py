@@ -29,7 +29,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
@@ -432,10 +432,14 @@ def notify_pending(
 def escalate_unacknowledged(
     now: datetime | None = None, limit: int = 200, *, stop_on: tuple[type[BaseException], ...] = ()
 ) -> int:
-    """Urgent alerts not acknowledged within ALERT_ESCALATION_MINUTES go to the clinic's admins, once,
-    oldest first; one whose e-mail failed waits for its retry time. Returns how many were escalated."""
+    """Urgent alerts not acknowledged within their clinic's `alert_escalation_minutes` go to the clinic's
+    admins, once, oldest first; one whose e-mail failed waits for its retry time. Returns how many were
+    escalated."""
     now = now or timezone.now()
-    cutoff = now - timedelta(minutes=settings.ALERT_ESCALATION_MINUTES)
+    cutoff = ExpressionWrapper(
+        Value(now) - F("clinic__alert_escalation_minutes") * Value(timedelta(minutes=1)),
+        output_field=DateTimeField(),
+    )
     ids = list(
         Alert.objects.filter(
             _due("escalation_retry_at", now),
@@ -454,7 +458,7 @@ def escalate_unacknowledged(
 def _escalate(alert_id: int) -> bool:
     alert = (
         Alert.objects.select_for_update(of=("self",))
-        .select_related("patient")
+        .select_related("patient", "clinic")
         .filter(pk=alert_id, acknowledged_at__isnull=True, escalated_at__isnull=True)
         .first()
     )
@@ -470,7 +474,7 @@ def _escalate(alert_id: int) -> bool:
     therapists = ", ".join(
         sorted(CareAssignment.objects.filter(patient_id=alert.patient_id).values_list("therapist__username", flat=True))
     )
-    minutes = settings.ALERT_ESCALATION_MINUTES
+    minutes = alert.clinic.alert_escalation_minutes
     player = shown(alert.patient.player_id)
     _send(
         f"[ESCALATED] Urgent alert for patient {player} not acknowledged in {minutes} minutes",
