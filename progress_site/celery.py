@@ -44,6 +44,8 @@ def _beat_schedule() -> dict:
         "audit-nightly": {"task": "tracking.tasks.audit_nightly", "schedule": crontab(hour=2, minute=15)},
         # Urgent alerts not acknowledged in ALERT_ESCALATION_MINUTES: e-mail the clinic admins.
         "escalate-alerts": {"task": "reports.tasks.escalate_alerts", "schedule": 60.0},
+        # Each night: remove what aged out under the clinics' retention policies (DESIGN §7).
+        "retention-nightly": {"task": "tracking.tasks.enforce_retention", "schedule": crontab(hour=3, minute=30)},
     }
 
 
