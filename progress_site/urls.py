@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from reports import views as report_views
-from tracking import account_views, auditor_views, views
+from tracking import account_views, auditor_views, console_views, views
 
 urlpatterns = [
     path("", views.home, name="caseload"),
@@ -42,6 +42,7 @@ urlpatterns = [
     ),
     path("login/", account_views.LoginView.as_view(), name="login"),
     path("login/code/", account_views.second_factor, name="mfa-verify"),
+    path("welcome/<uidb64>/<token>/", console_views.welcome, name="welcome"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/", account_views.security, name="account-security"),
     path("account/second-factor/", account_views.enrol, name="mfa-enrol"),

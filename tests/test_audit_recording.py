@@ -96,6 +96,7 @@ NO_PATIENT_DATA = {
     "audit/reviews/<int:event_id>": "an auditor's review of an event",
     # Login hardening (auth.mfa, user.change; tests/test_login_hardening.py).
     "login/code/": "the login's second step (auth.mfa)",
+    "welcome/<uidb64>/<token>/": "an invitation link: sets a password (user.change, tests/test_console_users.py)",
     "account/": "the user's own sign-in security",
     "account/second-factor/": "enrolment of an authenticator app (auth.mfa)",
     "account/backup-codes/": "new backup codes (auth.mfa)",

@@ -55,6 +55,7 @@ MATRIX = {
     "live/inbox.json": ("GET", "/live/inbox.json", THERAPISTS_ONLY),
     "login/": ("GET", "/login/", [200, 302, 302, 302, 302, 302]),
     "login/code/": ("GET", "/login/code/", [302, 302, 302, 302, 302, 302]),  # no code owed: on to the page
+    "welcome/<uidb64>/<token>/": ("GET", "/welcome/MQ/bad-token/", [410, 410, 410, 410, 410, 410]),  # a bad link
     "account/": ("GET", "/account/", [302, 200, 200, 200, 200, 200]),
     "account/second-factor/": ("GET", "/account/second-factor/", [302, 200, 200, 200, 200, 200]),
     "account/backup-codes/": ("POST", "/account/backup-codes/", [302, 302, 302, 302, 302, 302]),  # to enrolment
