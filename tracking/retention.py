@@ -10,6 +10,7 @@ chain loses only a prefix, and its head keeps a checkpoint (the last removed `se
 `verify_audit_log` starts there. One `retention.run` event per clinic records the counts, never contents.
 """
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -239,23 +240,32 @@ def _delete_batch(queryset: models.QuerySet, limit: int = BATCH_SIZE) -> list[tu
     return rows
 
 
+# How long each batch's transaction took (seconds), for the benchmark and the logs: a bound on how
+# long a run holds any row lock.
+BATCH_SECONDS: list[float] = []
+
+
 def _drain(
     queryset_for: Callable[[], models.QuerySet],
     touched: set[int],
     before_delete: Callable[[models.QuerySet], None] | None = None,
 ) -> int:
-    """Deletes every row of the queryset in batches, one transaction each. Returns how many went."""
-    removed = 0
+    """Deletes every row of the queryset in batches, one transaction each, keyset by primary key (each
+    batch starts after the last one's largest key, so it never rescans what went). Returns how many."""
+    removed, after = 0, 0
     while True:
+        started = time.monotonic()
         with transaction.atomic():
-            queryset = queryset_for()
+            queryset = queryset_for().filter(pk__gt=after)
             if before_delete is not None:
                 before_delete(queryset)
             rows = _delete_batch(queryset)
+        BATCH_SECONDS.append(time.monotonic() - started)
         removed += len(rows)
         touched.update(pid for _, pid in rows if pid is not None)
         if len(rows) < BATCH_SIZE:
             return removed
+        after = max(pk for pk, _ in rows)
 
 
 def _unlink_alerts(responses: models.QuerySet) -> None:
@@ -279,6 +289,7 @@ def _remove_audit_prefix(clinic: Clinic, cutoff: datetime) -> int:
     chain = audit.clinic_slug(clinic)
     removed = 0
     while True:
+        started = time.monotonic()
         with transaction.atomic():
             # Locks the chain's head for one batch only: appends to this chain wait at most that long.
             head = AuditChainHead.objects.select_for_update().filter(chain=chain).first()
@@ -293,6 +304,7 @@ def _remove_audit_prefix(clinic: Clinic, cutoff: datetime) -> int:
                 return removed
             deleted = AuditEvent.objects.filter(chain=chain, seq__gt=start, seq__lte=stop)._raw_delete(connection.alias)
             AuditChainHead.objects.filter(chain=chain).update(checkpoint_seq=stop, checkpoint_hash=last_hash)
+        BATCH_SECONDS.append(time.monotonic() - started)
         removed += deleted
 
 
@@ -338,6 +350,8 @@ class ClinicRun:
     counts: dict[str, int] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
+    batches: int = 0  # transactions that removed rows
+    max_batch_seconds: float = 0.0  # the longest of them: a bound on how long any lock was held
 
 
 def enforce_clinic(
@@ -348,6 +362,7 @@ def enforce_clinic(
     Records one `retention.run` event with the counts per category (unless `record` is false)."""
     now = now or timezone.now()
     run = ClinicRun(clinic=clinic, dry_run=dry_run)
+    BATCH_SECONDS.clear()
     touched: set[int] = set()
     policies = policies_of(clinic)
     for category in RUN_ORDER:
@@ -376,6 +391,7 @@ def enforce_clinic(
             run.counts[category] = _remove_inactive_patients(clinic, cutoff)
         elif category == RetentionCategory.AUDIT:
             run.counts[category] = _remove_audit_prefix(clinic, cutoff)
+    run.batches, run.max_batch_seconds = len(BATCH_SECONDS), max(BATCH_SECONDS, default=0.0)
     with transaction.atomic():
         alive = list(Patient.objects.filter(pk__in=touched).values_list("pk", flat=True))
         if alive:
