@@ -294,6 +294,17 @@ def test_therapists_and_auditors_get_403(personas, patient_a, therapist_b, perso
     assert CareAssignment.objects.filter(patient=patient_a).count() == 1
 
 
+def test_a_refused_patient_record_is_recorded(personas, patient_a, therapist_b):
+    before = last_id()
+    assert personas["therapist_b"].post(url(patient_a, "assign"), {"therapist": therapist_b.pk}).status_code == 403
+    assert personas["foreign_therapist"].get(url(patient_a)).status_code == 403
+    own, foreign = new_events(before, "access.denied")
+    assert (own.chain, own.actor, own.patients, own.object) == ("northside", "therapist.b", ["p-a1"], "patient:p-a1")
+    assert own.detail == {"status": 403, "view": "clinic-patient"} and own.outcome == "denied"
+    # Another clinic's therapist: their own chain, and the patient is not named.
+    assert (foreign.chain, foreign.patients, foreign.object) == ("riverside", [], f"patient-record:{patient_a.pk}")
+
+
 # ----- the command ------------------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from django.db.models.functions import Greatest
 
 from reports.models import OutcomeResponse
 from tracking import audit, services
-from tracking.access import clinics_with_role
+from tracking.access import clinics_with_role, roles_of
 from tracking.models import (
     AuditAction,
     AuditOutcome,
@@ -268,13 +268,20 @@ def _require_therapist(patient: Patient, therapist: User) -> None:
         raise ValidationError({"therapist": "Only a therapist of this patient's clinic can be assigned."})
 
 
-def patient_denied(admin: AnyUser, patient_id: object) -> None:
-    """Records a clinic admin's attempt to reach a patient id that is not one of their clinics'
-    (`access.denied`, 404), in its own transaction so that it commits although the request fails."""
+def patient_denied(user: AnyUser, patient_id: object, *, status: int) -> None:
+    """Records a refused attempt to reach a patient's console record (`access.denied`): 403 for a role
+    other than clinic admin, 404 for a record id that is none of the admin's clinics'. A patient of one
+    of the user's clinics is named, in that clinic's chain; otherwise the event goes to the user's chain
+    and names no patient. Committed although the request fails (views run outside a transaction)."""
+    patient = None
+    if isinstance(patient_id, int):
+        patient = Patient.objects.filter(pk=patient_id, clinic_id__in=roles_of(user)).first()
     audit.audit_here(
         action=AuditAction.ACCESS_DENIED,
-        user=admin,
-        object=f"patient-record:{patient_id}",
-        detail={"status": 404, "view": "clinic-patient"},
+        clinic=patient.clinic_id if patient is not None else None,
+        user=user,
+        patients=[patient.player_id] if patient is not None else [],
+        object=_object(patient) if patient is not None else f"patient-record:{patient_id}",
+        detail={"status": status, "view": "clinic-patient"},
         outcome=AuditOutcome.DENIED,
     )

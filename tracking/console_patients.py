@@ -7,7 +7,7 @@ appears in a query string. The pages show identifiers and assignment, never clin
 """
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -27,9 +27,14 @@ def _require_admin(request) -> None:
 
 
 def _patient(request, patient_id: int):
+    """The clinic admin's patient `patient_id`: 403 for another role, 404 for a patient of another clinic
+    and for no patient alike. Either refusal is recorded (`access.denied`)."""
+    if not access.has_role(request.user, [Role.CLINIC_ADMIN]):
+        assignment.patient_denied(request.user, patient_id, status=403)
+        raise PermissionDenied("Your role does not give access to this page.")
     patient = assignment.clinic_patient(request.user, patient_id)
     if patient is None:
-        assignment.patient_denied(request.user, patient_id)
+        assignment.patient_denied(request.user, patient_id, status=404)
         raise Http404("No such patient.")
     return patient
 
@@ -84,7 +89,6 @@ def _patient_page(request, patient, *, errors=None, values=None, status=200):
 @require_http_methods(["GET", "POST"])
 def clinic_patient(request, patient_id: int):
     """A patient's clinic-side record: display name and time zone (POST saves them), and therapists."""
-    _require_admin(request)
     patient = _patient(request, patient_id)
     if request.method == "GET":
         return _patient_page(request, patient)
@@ -121,7 +125,6 @@ def _chosen(request, patient, form: str, field: str, *, assigned: bool):
 
 @require_POST
 def clinic_patient_assign(request, patient_id: int):
-    _require_admin(request)
     patient = _patient(request, patient_id)
     therapist, error_page = _chosen(request, patient, "assign", "therapist", assigned=False)
     if error_page:
@@ -135,7 +138,6 @@ def clinic_patient_assign(request, patient_id: int):
 
 @require_POST
 def clinic_patient_unassign(request, patient_id: int):
-    _require_admin(request)
     patient = _patient(request, patient_id)
     therapist, error_page = _chosen(request, patient, "unassign", "therapist", assigned=True)
     if error_page:
@@ -150,7 +152,6 @@ def clinic_patient_unassign(request, patient_id: int):
 @require_POST
 def clinic_patient_reassign(request, patient_id: int):
     """Hands the patient from one of their therapists to another therapist of the clinic."""
-    _require_admin(request)
     patient = _patient(request, patient_id)
     source, error_page = _chosen(request, patient, "reassign", "from_therapist", assigned=True)
     if error_page:
