@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import _member, logged_in
 from tests.factories import CareAssignmentFactory, OutcomeResponseFactory, PatientFactory, TherapySessionFactory
@@ -107,6 +109,20 @@ def test_the_list_is_paginated(admin, clinic):
     second = admin.get("/clinic/patients/?page=2").content.decode()
     assert first.count("<tr data-player-id=") == 50 and second.count("<tr data-player-id=") == 7  # with p-a1 and p-b1
     assert "Page 1 of 2" in first and 'data-player-id="bulk-054"' in second
+
+
+def test_the_list_costs_the_same_number_of_queries_for_more_patients(admin, clinic, therapist_a, therapist_b):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin.get("/clinic/patients/").status_code == 200
+        return len(captured)
+
+    few = queries()
+    for n in range(20):
+        patient = PatientFactory(clinic=clinic, player_id=f"more-{n:02d}")
+        CareAssignmentFactory(patient=patient, therapist=therapist_a if n % 2 else therapist_b)
+        TherapySessionFactory(patient=patient)
+    assert queries() == few
 
 
 # ----- a patient's page: display name and time zone ---------------------------------------------------
