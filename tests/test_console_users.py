@@ -267,6 +267,14 @@ def test_another_clinics_admin_gets_404(other_clinic, therapist_a, clinic):
     assert therapist_a.is_active and Membership.objects.get(user=therapist_a).role == Role.THERAPIST
 
 
+def test_a_user_of_another_clinic_too_is_left_to_an_operator(admin_client, therapist_a, other_clinic):
+    Membership.objects.create(user=therapist_a, clinic=other_clinic, role=Role.THERAPIST)
+    response = admin_client.post(f"/clinic/users/{therapist_a.pk}/deactivate", follow=True)
+    assert b"also works in a clinic you do not run" in response.content
+    therapist_a.refresh_from_db()
+    assert therapist_a.is_active and not user_events()
+
+
 def test_therapists_and_auditors_get_403(therapist_a, auditor, patient_a):
     for user in (therapist_a, auditor):
         client = logged_in(user)

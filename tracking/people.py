@@ -229,6 +229,7 @@ def user_deactivate(*, user: Any, by: Any = None, end_sessions: Callable[[Any], 
     if by is not None and by.pk == user.pk:
         raise PeopleError("user", "You cannot deactivate your own account; another clinic admin can.")
     memberships = list(Membership.objects.filter(user=user).select_related("clinic").order_by("clinic__slug"))
+    _require_scope(user, memberships, by)
     if not user.is_active:
         return 0
     for membership in memberships:
@@ -248,13 +249,28 @@ def user_deactivate(*, user: Any, by: Any = None, end_sessions: Callable[[Any], 
 @transaction.atomic
 def user_reactivate(*, user: Any, by: Any = None) -> bool:
     """Lets a deactivated user log in again (with their password). Returns whether anything changed."""
+    memberships = list(Membership.objects.filter(user=user).select_related("clinic").order_by("clinic__slug"))
+    _require_scope(user, memberships, by)
     if user.is_active:
         return False
     type(user).objects.filter(pk=user.pk).update(is_active=True)
     user.is_active = True
-    memberships = list(Membership.objects.filter(user=user).select_related("clinic").order_by("clinic__slug"))
     _audit_activity(user, memberships, by, before=False, after=True)
     return True
+
+
+def _require_scope(user: Any, memberships: list[Membership], by: Any) -> None:
+    """An account is one for every clinic: a clinic admin (`by`) switches it off or on only when each of
+    the user's clinics is one they run. An operator's command (`by` None) may always."""
+    if by is None:
+        return
+    run = set(Membership.objects.filter(user=by, role=Role.CLINIC_ADMIN).values_list("clinic_id", flat=True))
+    if any(m.clinic_id not in run for m in memberships):
+        raise PeopleError(
+            "user",
+            f"{user.get_username()} also works in a clinic you do not run; an operator can change their "
+            "account (manage.py deactivate_user).",
+        )
 
 
 def _audit_activity(
