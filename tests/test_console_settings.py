@@ -154,6 +154,7 @@ def test_crisis_resources_show_on_the_patient_page_alerts_card_and_the_alerts_pa
     card = page[page.index('id="alerts"') :]
     assert text in card[: card.index("</section>")]
     assert text in therapist.get("/alerts/").content.decode()
+    assert text in therapist.get(f"/patients/{patient_a.player_id}/live.json").json()["alerts_html"]
 
 
 # ----- milestone rules ----------------------------------------------------------------------------------
@@ -240,7 +241,7 @@ def test_an_empty_set_or_the_defaults_button_means_the_defaults(admin, clinic):
 # ----- escalation by the clinic's minutes ---------------------------------------------------------------
 
 
-def test_escalation_uses_each_clinics_minutes(admin, clinic, clinic_admin, patient_a, mailoutbox):
+def test_escalation_uses_each_clinics_minutes(admin, clinic, clinic_admin, patient_a, foreign_patient, mailoutbox):
     clinic_admin.email = "admin@clinic.test"
     clinic_admin.save()
     assert save(admin, "escalation", alert_escalation_minutes="10").status_code == 302
@@ -254,11 +255,23 @@ def test_escalation_uses_each_clinics_minutes(admin, clinic, clinic_admin, patie
             occurred_at=start,
             alert_id="c1",
         )
+        other = alerts.alert_raise(  # another clinic, still on the default 30 minutes
+            patient=foreign_patient,
+            kind=AlertKind.CRISIS_SIGNAL,
+            severity=AlertSeverity.URGENT,
+            reason="a signal",
+            occurred_at=start,
+            alert_id="c2",
+        )
         clock.shift(timedelta(minutes=9, seconds=59))
         assert alerts.escalate_unacknowledged() == 0
         clock.shift(timedelta(seconds=2))
         assert alerts.escalate_unacknowledged() == 1
-    [message] = mailoutbox
+        assert Alert.objects.get(pk=other.pk).escalated_at is None
+        clock.shift(timedelta(minutes=20))
+        assert alerts.escalate_unacknowledged() == 1
+        assert Alert.objects.get(pk=other.pk).escalated_at is not None
+    message = mailoutbox[0]
     assert "within 10 minutes" in message.body
     assert Alert.objects.get(pk=alert.pk).escalated_at is not None
 
