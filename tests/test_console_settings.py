@@ -186,8 +186,10 @@ def test_thresholds_that_do_not_increase_are_refused_naming_the_family(admin, cl
     [
         ("7", "needs a title"),
         ("7 " + "t" * 201, "longer than 200"),
-        ("0 Zero", "at least 1"),
+        ("0 Zero", "between 1 and 100000"),
+        ("99999999999 Huge", "between 1 and 100000"),
         ("x One", "whole number"),
+        ("\n".join(f"{n} N{n}" for n in range(1, 22)), "at most 20"),
     ],
 )
 def test_titles_and_thresholds_are_validated(admin, text, problem):

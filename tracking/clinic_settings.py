@@ -34,6 +34,8 @@ ESCALATION_MINUTES = (5, 240)
 MEASURE_INTERVAL_DAYS = (1, 365)
 CRISIS_RESOURCES_MAX = 2000
 TITLE_MAX = 200
+THRESHOLD_MAX = 100_000
+RULES_PER_FAMILY_MAX = 20
 DELIVERY_LOG_SIZE = 20
 TEST_EVENT = "test"
 FAMILY_LABELS = {
@@ -165,12 +167,16 @@ def parse_family_lines(family: str, text: str) -> list[tuple[int, str]]:
 
 
 def validate_rules(family: str, rules: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
-    """Thresholds of at least 1 that strictly increase, titles of 1-200 characters."""
+    """At most 20 rules; thresholds of 1-100000 that strictly increase; titles of 1-200 characters."""
     label = FAMILY_LABELS[family]
+    if len(rules) > RULES_PER_FAMILY_MAX:
+        raise ValidationError({family: f"{label}: at most {RULES_PER_FAMILY_MAX} milestones; got {len(rules)}."})
     previous = 0
     for threshold, title in rules:
-        if threshold < 1:
-            raise ValidationError({family: f"{label}: a threshold must be at least 1; got {threshold}."})
+        if not 1 <= threshold <= THRESHOLD_MAX:
+            raise ValidationError(
+                {family: f"{label}: a threshold must be between 1 and {THRESHOLD_MAX}; got {threshold}."}
+            )
         if threshold <= previous:
             raise ValidationError(
                 {family: f"{label}: thresholds must strictly increase; {threshold} follows {previous}."}
