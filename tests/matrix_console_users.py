@@ -14,6 +14,7 @@ MATRIX: dict[str, tuple[str, str, list[int]]] = {
     # An empty form: 400 naming the fields, nobody invited.
     "clinic/users/invite": ("POST", "/clinic/users/invite", [302, 403, 403, 400, 403, 403]),
     "clinic/users/<int:user_id>/role": ("POST", "/clinic/users/999999/role", ADMIN_404),
+    "clinic/users/<int:user_id>/resend-invitation": ("POST", "/clinic/users/999999/resend-invitation", ADMIN_404),
     "clinic/users/<int:user_id>/deactivate": ("POST", "/clinic/users/999999/deactivate", ADMIN_404),
     "clinic/users/<int:user_id>/reactivate": ("POST", "/clinic/users/999999/reactivate", ADMIN_404),
     "clinic/users/<int:user_id>/reset-second-factor": (
@@ -30,6 +31,7 @@ NO_PATIENT_DATA: dict[str, str] = {
     "clinic/users/": "the clinic's users: names, roles, last logins",
     "clinic/users/invite": "an invitation (user.change, tests/test_console_users.py)",
     "clinic/users/<int:user_id>/role": "a role change (user.change, tests/test_console_users.py)",
+    "clinic/users/<int:user_id>/resend-invitation": "a new invitation link (user.change, tests/test_console_users.py)",
     "clinic/users/<int:user_id>/deactivate": "a deactivation (user.change, tests/test_console_users.py)",
     "clinic/users/<int:user_id>/reactivate": "a reactivation (user.change, tests/test_console_users.py)",
     "clinic/users/<int:user_id>/reset-second-factor": "a second-factor reset (auth.mfa)",

@@ -119,6 +119,33 @@ def test_the_link_expires_after_72_hours(admin_client, mailoutbox, django_captur
     assert not get_user_model().objects.get(username="nina.new").has_usable_password()
 
 
+def test_a_new_link_after_the_first_expired(clinic_admin, mailoutbox, django_capture_on_commit_callbacks):
+    with time_machine.travel(START, tick=False) as clock:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert invite(logged_in(clinic_admin)).status_code == 302
+        first = LINK.search(mailoutbox[0].body).group(1)
+        clock.move_to(START + timedelta(hours=80))
+        admin_client = logged_in(clinic_admin)  # the first session ended long ago
+        user = get_user_model().objects.get(username="nina.new")
+        assert Client().get(first).status_code == 410
+        page = admin_client.get("/clinic/users/").content.decode()
+        assert f"/clinic/users/{user.pk}/resend-invitation" in page
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_client.post(f"/clinic/users/{user.pk}/resend-invitation", follow=True)
+        assert b"A new link is on its way to nina@example.org" in response.content
+        second = LINK.search(mailoutbox[1].body).group(1)
+        body = {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+        assert Client().post(second, body).status_code == 302
+        refused = admin_client.post(f"/clinic/users/{user.pk}/resend-invitation", follow=True)
+        assert b"has set a password already" in refused.content
+    assert [e.detail["op"] for e in user_events(object="user:nina.new")] == [
+        "create",
+        "invite",
+        "invite_resent",
+        "invitation_accepted",
+    ]
+
+
 def test_an_altered_link_fails(invited):
     user, link = invited
     assert Client().get(link[:-3] + "xx/").status_code == 410

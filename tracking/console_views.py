@@ -162,6 +162,23 @@ def clinic_user_role(request, user_id: int):
 
 
 @require_POST
+def clinic_user_resend(request, user_id: int):
+    """A new invitation link for someone who has not set a password yet."""
+    member = _member_or_404(request, user_id)
+    try:
+        people.invitation_resend(
+            user=member.user, clinic=member.clinic, link=_invitation_link(request), by=request.user
+        )
+    except people.PeopleError as error:
+        return _refused(request, error)
+    messages.success(
+        request,
+        f"A new link is on its way to {member.user.email}, valid for {people.INVITATION_HOURS} hours.",
+    )
+    return redirect("clinic-users")
+
+
+@require_POST
 def clinic_user_deactivate(request, user_id: int):
     """Deactivates a user: they cannot log in, and their sessions end now."""
     member = _member_or_404(request, user_id)
@@ -281,6 +298,7 @@ urlpatterns = [
     path("users/", clinic_users, name="clinic-users"),
     path("users/invite", clinic_user_invite, name="clinic-user-invite"),
     path("users/<int:user_id>/role", clinic_user_role, name="clinic-user-role"),
+    path("users/<int:user_id>/resend-invitation", clinic_user_resend, name="clinic-user-resend"),
     path("users/<int:user_id>/deactivate", clinic_user_deactivate, name="clinic-user-deactivate"),
     path("users/<int:user_id>/reactivate", clinic_user_reactivate, name="clinic-user-reactivate"),
     path("users/<int:user_id>/reset-second-factor", clinic_user_reset_mfa, name="clinic-user-reset-mfa"),

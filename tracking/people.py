@@ -130,11 +130,36 @@ def user_invite(
         object=f"user:{user.get_username()}",
         detail={"op": "invite", "before": None, "after": after, "link_expires_at": expires.isoformat()},
     )
-    url = link(user)
+    _send_invitation(user, clinic, link(user), expires)
+
+
+def _send_invitation(user: Any, clinic: Clinic, url: str, expires: datetime) -> None:
+    """The invitation e-mail, sent when the transaction commits (never for a change that rolled back)."""
     context = {"user": user, "clinic": clinic, "url": url, "hours": INVITATION_HOURS, "expires_at": expires}
     subject = f"You are invited to {clinic.name} on the Progress Dashboard"
     body = render_to_string("tracking/email/invitation.txt", context)
     transaction.on_commit(lambda: send_mail(subject, body, None, [user.email]))
+
+
+@transaction.atomic
+def invitation_resend(*, user: Any, clinic: Clinic, link: Callable[[Any], str], by: Any = None) -> None:
+    """A new link for an invitee who has not set a password yet (the first expired, or the e-mail was
+    lost). Refused once they have one, when deactivated, and without an e-mail address."""
+    if not invitation_pending(user):
+        raise PeopleError("user", f"{user.get_username()} has set a password already; nothing to resend.")
+    if not user.is_active:
+        raise PeopleError("user", f"{user.get_username()} is deactivated; reactivate them first.")
+    if not user.email:
+        raise PeopleError("email", f"{user.get_username()} has no e-mail address to send the link to.")
+    expires = invitation_expires_at()
+    audit.audit_here(
+        action=AuditAction.USER_CHANGE,
+        clinic=clinic,
+        user=by,
+        object=f"user:{user.get_username()}",
+        detail={"op": "invite_resent", "email": user.email, "link_expires_at": expires.isoformat()},
+    )
+    _send_invitation(user, clinic, link(user), expires)
 
 
 def invitation_user(uidb64: str, token: str) -> Any | None:
