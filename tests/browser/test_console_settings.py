@@ -73,3 +73,35 @@ def test_settings_page_as_a_clinic_admin(browser, live_server, clinic_admin, pat
         assert not errors
     finally:
         context.close()
+
+
+def test_crisis_resources_on_the_patient_alerts_card(browser, live_server, clinic, therapist_a, patient_a):
+    from django.utils import timezone
+
+    from reports import alerts
+    from reports.models import AlertKind, AlertSeverity
+
+    clinic.crisis_resources = "Crisis line: 0800 123 456 (24 h)\nDuty psychiatrist: ext. 12"
+    clinic.save()
+    alerts.alert_raise(
+        patient=patient_a,
+        kind=AlertKind.CRISIS_SIGNAL,
+        severity=AlertSeverity.URGENT,
+        reason="A crisis signal from the game",
+        occurred_at=timezone.now(),
+        alert_id="c1",
+    )
+    context = browser.new_context(viewport=WIDTHS["desktop"])
+    page = context.new_page()
+    try:
+        log_in(page, live_server, therapist_a.username, PASSWORD)
+        page.goto(f"{live_server.url}/patients/{patient_a.player_id}/")
+        card = page.locator("#alerts")
+        assert "Crisis line: 0800 123 456" in card.locator(".crisis-resources").inner_text()
+        card.screenshot(path=str(screenshot(page, "alerts-card-crisis-resources").with_name("alerts-card-crisis.png")))
+        page.goto(f"{live_server.url}/alerts/")
+        page.get_by_text("Crisis resources").first.click()
+        assert page.locator(".crisis-resources--row").first.is_visible()
+        screenshot(page, "alerts-page-crisis-resources")
+    finally:
+        context.close()
