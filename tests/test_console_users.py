@@ -15,7 +15,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 
 from tests.conftest import logged_in
-from tests.factories import PASSWORD, MembershipFactory
+from tests.factories import PASSWORD, MembershipFactory, UserFactory
 from tests.test_ingest import make_batch, post
 from tracking.models import AuditEvent, IngestToken, Membership, Role, UserSession
 
@@ -393,6 +393,13 @@ def test_deactivate_user_ends_sessions_and_is_audited(therapist_a):
     (event,) = user_events(object="user:therapist.a")
     assert event.actor == "system" and event.detail["op"] == "deactivate"
     assert "already deactivated" in run("deactivate_user", "therapist.a")
+
+
+def test_deactivate_user_of_no_clinic_is_audited_on_the_system_chain(db):
+    UserFactory(username="operator.only")
+    assert "Deactivated operator.only" in run("deactivate_user", "operator.only")
+    (event,) = user_events(object="user:operator.only")
+    assert event.chain == "system" and event.detail["before"] == {"active": True, "role": None}
 
 
 @pytest.mark.parametrize(

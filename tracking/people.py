@@ -302,7 +302,8 @@ def _audit_activity(
     user: Any, memberships: list[Membership], by: Any, *, before: bool, after: bool, extra: dict | None = None
 ) -> None:
     op = "reactivate" if after else "deactivate"
-    for membership in memberships or [None]:
+    rows: list[Membership | None] = [*memberships] or [None]  # a user of no clinic: the system chain
+    for membership in rows:
         audit.audit_here(
             action=AuditAction.USER_CHANGE,
             clinic=membership.clinic if membership else None,
