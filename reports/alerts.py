@@ -29,7 +29,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
+from django.db.models import F, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
@@ -38,7 +38,7 @@ from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
 from reports.outcomes import Score, deterioration_crossing
 from reports.selectors import scores_by_patient
 from tracking import audit
-from tracking.models import AuditAction, CareAssignment, Membership, Patient, Role
+from tracking.models import AuditAction, CareAssignment, Clinic, Membership, Patient, Role
 from tracking.signals import alerts_changed, data_changed, send_on_commit
 from tracking.validators import text_error
 
@@ -436,17 +436,17 @@ def escalate_unacknowledged(
     admins, once, oldest first; one whose e-mail failed waits for its retry time. Returns how many were
     escalated."""
     now = now or timezone.now()
-    cutoff = ExpressionWrapper(
-        Value(now) - F("clinic__alert_escalation_minutes") * Value(timedelta(minutes=1)),
-        output_field=DateTimeField(),
-    )
+    # One cutoff per distinct setting (a handful), so the comparison stays a plain indexed one on any database.
+    cutoff = Q(pk__in=[])
+    for minutes in set(Clinic.objects.values_list("alert_escalation_minutes", flat=True)):
+        cutoff |= Q(clinic__alert_escalation_minutes=minutes, created_at__lte=now - timedelta(minutes=minutes))
     ids = list(
         Alert.objects.filter(
+            cutoff,
             _due("escalation_retry_at", now),
             severity=AlertSeverity.URGENT,
             acknowledged_at__isnull=True,
             escalated_at__isnull=True,
-            created_at__lte=cutoff,
         )
         .order_by("created_at", "pk")
         .values_list("pk", flat=True)[:limit]
