@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -278,7 +278,7 @@ def webhook_secret_rotate(*, clinic: Clinic, user: User) -> str:
     return secret
 
 
-def _rows(rules: dict[str, Iterable[tuple[int, str]]]) -> dict[str, list[list[Any]]]:
+def _rows(rules: Mapping[str, Iterable[tuple[int, str]]]) -> dict[str, list[list[Any]]]:
     return {family: [[t, title] for t, title in items] for family, items in rules.items() if items}
 
 
