@@ -411,3 +411,21 @@ def test_another_clinics_admin_gets_404_and_other_roles_403(clinic, other_clinic
         assert logged_in(user).get("/clinic/retention/").status_code == 403
         assert logged_in(user).post("/clinic/retention/northside/activity", {"days": "1"}).status_code == 403
     assert not RetentionPolicy.objects.exists()
+
+
+def test_batches_shrink_while_they_are_slow_and_still_remove_everything(world, clinic, monkeypatch):
+    monkeypatch.setattr(retention, "BATCH_SIZE", 4)
+    monkeypatch.setattr(retention, "MIN_BATCH", 1)
+    monkeypatch.setattr(retention, "TARGET_BATCH_SECONDS", 0.0)  # every batch counts as slow
+    limits = []
+    real = retention._delete_batch
+
+    def spy(queryset, limit=4):
+        limits.append(limit)
+        return real(queryset, limit=limit)
+
+    monkeypatch.setattr(retention, "_delete_batch", spy)
+    assert _enforce().splitlines() == _lines(EXPECTED, "removed")
+    # markers: 4 expired fill a batch, the next (halved) finds none; then the sessions, the same
+    assert limits[:4] == [4, 2, 4, 2]
+    assert _counts(clinic)["sessions"] == 2

@@ -49,6 +49,8 @@ from tracking.models import (
 from tracking.signals import data_changed, send_on_commit
 
 BATCH_SIZE = 5000  # main rows per transaction (DESIGN §7)
+MIN_BATCH = 250  # the smallest a batch shrinks to on a slow database
+TARGET_BATCH_SECONDS = 0.3  # a batch that takes longer halves the next one
 PATIENT_BATCH = 100  # inactive patients removed together, their rows still in batches of BATCH_SIZE
 
 
@@ -265,21 +267,28 @@ def _drain(
     before_delete: Callable[[models.QuerySet], None] | None = None,
 ) -> int:
     """Deletes every row of the queryset in batches, one transaction each, keyset by primary key (each
-    batch starts after the last one's largest key, so it never rescans what went). Returns how many."""
-    removed, after = 0, 0
+    batch starts after the last one's largest key, so it never rescans what went). A batch is at most
+    BATCH_SIZE rows, and smaller while batches take longer than TARGET_BATCH_SECONDS (a busy database):
+    no lock is held for long. Returns how many rows went."""
+    removed, after, limit = 0, 0, BATCH_SIZE
     while True:
         started = time.monotonic()
         with transaction.atomic():
             queryset = queryset_for().filter(pk__gt=after)
             if before_delete is not None:
                 before_delete(queryset)
-            rows = _delete_batch(queryset)
-        BATCH_SECONDS.append(time.monotonic() - started)
+            rows = _delete_batch(queryset, limit=limit)
+        took = time.monotonic() - started
+        BATCH_SECONDS.append(took)
         removed += len(rows)
         touched.update(pid for _, pid in rows if pid is not None)
-        if len(rows) < BATCH_SIZE:
+        if len(rows) < limit:
             return removed
         after = max(pk for pk, _ in rows)
+        if took > TARGET_BATCH_SECONDS:
+            limit = max(min(MIN_BATCH, BATCH_SIZE), limit // 2)
+        elif took < TARGET_BATCH_SECONDS / 3:
+            limit = min(BATCH_SIZE, limit * 2)
 
 
 def _unlink_alerts(responses: models.QuerySet) -> None:
