@@ -372,7 +372,8 @@ def test_console_shows_each_category_with_its_preview(world, clinic, clinic_admi
     for category, n in EXPECTED.items():
         assert f'id="retention-{category}"' in page
         assert f'data-preview="{n}"' in page
-    assert "Tonight&#x27;s run would remove <strong>4</strong> rows" in page or "remove <strong>4</strong>" in page
+    assert "would remove <strong>4</strong> sessions (with their markers)." in page
+    assert "would remove <strong>1</strong> patient, with all their data." in page
 
 
 def test_console_refuses_the_floor_naming_the_field(clinic, clinic_admin):

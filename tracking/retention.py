@@ -456,6 +456,17 @@ def admin_clinic(user: Any, slug: str | None) -> Clinic | None:
     return next((c for c in clinics if c.slug == slug), None)
 
 
+# What a category's count counts (its main rows), as the console says it: (one, many).
+UNITS = {
+    RetentionCategory.ACTIVITY: ("session (with its markers)", "sessions (with their markers)"),
+    RetentionCategory.OUTCOMES: ("questionnaire response", "questionnaire responses"),
+    RetentionCategory.ALERTS: ("acknowledged alert", "acknowledged alerts"),
+    RetentionCategory.DERIVED: ("recommendation or highlight", "recommendations and highlights"),
+    RetentionCategory.INACTIVE_PATIENTS: ("patient, with all their data", "patients, with all their data"),
+    RetentionCategory.AUDIT: ("audit event", "audit events"),
+}
+
+
 def console_rows(clinic: Clinic, now: datetime | None = None) -> list[dict[str, Any]]:
     """One row per category: its label, the policy's days (None: kept forever) and the preview count."""
     policies = policies_of(clinic)
@@ -469,6 +480,7 @@ def console_rows(clinic: Clinic, now: datetime | None = None) -> list[dict[str, 
                 "days": days,
                 "preview": count_expired(clinic, category, days, now) if days is not None else None,
                 "minimum": AUDIT_RETENTION_MIN_DAYS if category == RetentionCategory.AUDIT else 1,
+                "unit": UNITS[category],
             }
         )
     return rows
