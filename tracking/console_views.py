@@ -9,7 +9,7 @@ from django.contrib.auth.forms import SetPasswordForm
 from django.db import transaction
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, path, reverse
+from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from tracking import access, accounts, people, selectors, services
@@ -277,18 +277,7 @@ def clinic_token_revoke(request, token_id: int):
 def console_home(request):
     """/clinic/: the console's sections."""
     access.require_role(request.user, [Role.CLINIC_ADMIN])
-    sections = {}
-    for section, name in (
-        ("patients", "clinic-patients"),
-        ("retention", "clinic-retention"),
-        ("settings", "clinic-settings"),
-        ("tokens", "clinic-tokens"),
-    ):
-        try:
-            sections[section] = reverse(name)
-        except NoReverseMatch:  # a section not built yet
-            continue
-    context = {"clinics": access.clinics_with_role(request.user, Role.CLINIC_ADMIN), "console_sections": sections}
+    context = {"clinics": access.clinics_with_role(request.user, Role.CLINIC_ADMIN)}
     return render(request, "tracking/console_home.html", context)
 
 
