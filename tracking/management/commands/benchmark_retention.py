@@ -88,6 +88,12 @@ class Command(BaseCommand):
             f"({run.counts['activity'] / elapsed:,.0f} sessions/s), {run.batches} transactions, "
             f"longest {run.max_batch_seconds * 1000:.0f} ms; {left.count()} expired sessions left"
         )
+        timings = sorted(retention.BATCH_SECONDS)
+        slowest = sorted(range(len(retention.BATCH_SECONDS)), key=lambda i: -retention.BATCH_SECONDS[i])[:3]
+        self.stdout.write(
+            f"transactions: median {statistics.median(timings) * 1000:.0f} ms, "
+            f"p99 {timings[int(len(timings) * 0.99)] * 1000:.0f} ms, slowest at positions {slowest} of {len(timings)}"
+        )
         if latencies:
             median = statistics.median(latencies) * 1000
             self.stdout.write(
