@@ -430,3 +430,11 @@ def test_batches_shrink_while_they_are_slow_and_still_remove_everything(world, c
     # markers: 4 expired fill a batch, the next (halved) finds none; then the sessions, the same
     assert limits[:4] == [4, 2, 4, 2]
     assert _counts(clinic)["sessions"] == 2
+
+
+def test_the_nightly_beat_entry_runs_the_task():
+    from progress_site.celery import _beat_schedule, app
+
+    entry = _beat_schedule()["retention-nightly"]
+    assert entry["task"] == "tracking.tasks.enforce_retention" == enforce_retention.name
+    assert entry["task"] in app.tasks
