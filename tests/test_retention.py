@@ -438,3 +438,26 @@ def test_the_nightly_beat_entry_runs_the_task():
     entry = _beat_schedule()["retention-nightly"]
     assert entry["task"] == "tracking.tasks.enforce_retention" == enforce_retention.name
     assert entry["task"] in app.tasks
+
+
+def test_signed_heads_of_events_retention_removed_still_verify(clock, clinic, tmp_path, settings):
+    """Nightly exports name heads that a later retention run removes with the prefix: the checkpoint's own
+    head, and heads older than the six-year floor, are accepted; the tail after them is still checked."""
+    settings.AUDIT_HEAD_DIR = str(tmp_path / "heads")
+    for days in (2300, 2250):
+        audit.audit_record(chain=clinic.slug, actor="system", action=AuditAction.CONFIG_CHANGE, at=ago(days))
+    audit.export_heads(now=ago(2249))  # names seq 2, removed below
+    audit.audit_record(chain=clinic.slug, actor="system", action=AuditAction.CONFIG_CHANGE, at=ago(2200))
+    audit.export_heads(now=ago(2199))  # names seq 3, which becomes the checkpoint
+    audit.audit_record(chain=clinic.slug, actor="system", action=AuditAction.CONFIG_CHANGE, at=ago(2100))
+    audit.export_heads(now=ago(2099))  # names seq 4, kept
+    retention.policy_set(clinic=clinic, category="audit", days=2192)
+    assert "northside audit: 3 rows removed" in _enforce()
+    assert AuditChainHead.objects.get(chain=clinic.slug).checkpoint_seq == 3
+    out = io.StringIO()
+    call_command("verify_audit_log", stdout=out)
+    assert out.getvalue().startswith("audit log intact:")
+    # A forged checkpoint hash no longer matches its signed head.
+    AuditChainHead.objects.filter(chain=clinic.slug).update(checkpoint_hash="f" * 64)
+    [result] = [r for r in audit.verify_chains() if r.chain == clinic.slug]
+    assert result.broken is not None

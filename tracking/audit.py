@@ -28,7 +28,15 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tracking.models import AuditAction, AuditChainHead, AuditEvent, AuditOutcome, Clinic, Membership
+from tracking.models import (
+    AUDIT_RETENTION_MIN_DAYS,
+    AuditAction,
+    AuditChainHead,
+    AuditEvent,
+    AuditOutcome,
+    Clinic,
+    Membership,
+)
 from tracking.validators import echo_safe, external_id_error, text_error
 
 if TYPE_CHECKING:
@@ -235,6 +243,16 @@ def verify_chain(chain: str, *, head_dir: Path | None = None) -> ChainResult:
         if exported["bad_signature"]:
             reason = f"the head exported at {exported['exported_at']} ({exported['file']}) has a wrong signature"
             return ChainResult(chain, count, last_seq, Broken(last_id, chain, last_seq, reason))
+        if head is not None and exported["seq"] <= head.checkpoint_seq:
+            # Retention removed this head's event with the prefix: the checkpoint must be that event, or
+            # the event must have been old enough to remove (the database refuses younger ones).
+            if _removed_by_retention(exported, head):
+                continue
+            reason = (
+                f"the signed head exported at {exported['exported_at']} names seq {exported['seq']}, before the "
+                f"checkpoint at seq {head.checkpoint_seq}, but it is not an event retention could remove"
+            )
+            return ChainResult(chain, count, last_seq, Broken(last_id, chain, last_seq, reason))
         present = AuditEvent.objects.filter(chain=chain, seq=exported["seq"]).values_list("hash", flat=True).first()
         if present is None:
             reason = (
@@ -247,6 +265,16 @@ def verify_chain(chain: str, *, head_dir: Path | None = None) -> ChainResult:
             reason = f"differs from the signed head exported at {exported['exported_at']}: the tail was rewritten"
             return ChainResult(chain, count, last_seq, Broken(event_id, chain, exported["seq"], reason))
     return ChainResult(chain, count, last_seq, None)
+
+
+def _removed_by_retention(exported: dict[str, Any], head: AuditChainHead) -> bool:
+    if exported["seq"] == head.checkpoint_seq:
+        return bool(exported["hash"] == head.checkpoint_hash)
+    try:
+        at = datetime.fromisoformat(str(exported.get("at")))
+    except ValueError:
+        return False
+    return at < timezone.now() - timedelta(days=AUDIT_RETENTION_MIN_DAYS)
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
