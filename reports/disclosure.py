@@ -51,7 +51,7 @@ def suppress(value: Any, key: str = "") -> Any:
         return [suppress(item, key) for item in value]
     if not isinstance(value, dict):
         return SUPPRESSED if key in PATIENT_COUNTS and small(value) else value
-    result = {}
+    result: dict[str, Any] = {}
     for name, inner in value.items():
         if name in ("severity_first", "severity_last") and isinstance(inner, dict):
             result[name] = {band: SUPPRESSED if small(n) else n for band, n in inner.items()}
