@@ -42,7 +42,7 @@ def _beat_schedule() -> dict:
         "notify-pending-alerts": {"task": "reports.tasks.notify_pending_alerts", "schedule": 60.0},
         # Each night: verify every audit chain and write its signed head outside the database.
         "audit-nightly": {"task": "tracking.tasks.audit_nightly", "schedule": crontab(hour=2, minute=15)},
-        # Urgent alerts not acknowledged in ALERT_ESCALATION_MINUTES: e-mail the clinic admins.
+        # Urgent alerts not acknowledged in the clinic's escalation minutes: e-mail the clinic admins.
         "escalate-alerts": {"task": "reports.tasks.escalate_alerts", "schedule": 60.0},
         # Each night: remove what aged out under the clinics' retention policies (DESIGN §7).
         "retention-nightly": {"task": "tracking.tasks.enforce_retention", "schedule": crontab(hour=3, minute=30)},

@@ -193,7 +193,6 @@ FIELD_ENCRYPTION_KEY_FILE = env_str("FIELD_ENCRYPTION_KEY_FILE", str(BASE_DIR / 
 BREAK_GLASS_MINUTES = env_int("BREAK_GLASS_MINUTES", 60)
 
 # Alerts: e-mail to the assigned therapists; urgent ones unacknowledged this long go to the clinic admins.
-ALERT_ESCALATION_MINUTES = env_int("ALERT_ESCALATION_MINUTES", 30)
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
