@@ -14,9 +14,10 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 from zoneinfo import ZoneInfo
 
-from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, Count, F, IntegerField, Max, Q, QuerySet, Sum, Value, When
+from django.utils import timezone
 
-from reports import disclosure
+from reports import cadence, disclosure
 from reports.instruments import GAD7, PHQ9, Instrument, get_instrument
 from reports.models import ITEM_FIELDS, Alert, AlertKind, AlertSeverity, OutcomeResponse
 from reports.outcomes import Score, administration_order, classify_patient, cohort_summary, reliable_change_direction
@@ -473,3 +474,24 @@ def effectiveness_report(
         patients = [classify_patient(player_id, [])]
         return {"patients": patients, "cohort": cohort_summary(patients, {})}
     return {"patients": patients, "cohort": report["cohort"]}
+
+
+def measures_due(patient: Patient, now: datetime | None = None) -> list[cadence.Due]:
+    """The questionnaires due for `patient` (DESIGN §8), from their last administrations, whether they
+    had a session in the 30 local days ending today, and the clinic's interval. Three queries."""
+    zone = ZoneInfo(patient.tz_name)
+    today = (now or timezone.now()).astimezone(zone).date()
+    window_start = datetime.combine(today - timedelta(days=cadence.ACTIVE_WINDOW_DAYS - 1), time.min, tzinfo=zone)
+    active = TherapySession.objects.filter(patient=patient, started_at__gte=window_start).exists()
+    latest = (
+        OutcomeResponse.objects.filter(patient=patient, instrument__in=[i.code for i in REPORT_INSTRUMENTS])
+        .values("instrument")
+        .annotate(last=Max("administered_at"))
+    )
+    last = {row["instrument"]: (row["last"].astimezone(zone).date(), row["last"]) for row in latest}
+    return cadence.due_measures(
+        today=today,
+        interval_days=patient.clinic.measure_interval_days,
+        active=active,
+        last_administered={i.code: last.get(i.code) for i in REPORT_INSTRUMENTS},
+    )

@@ -43,6 +43,7 @@ PATIENT_READS = {
     "api/v1/patients/<str:player_id>/viz": ("/api/v1/patients/p-a1/viz?days=30", "patient.read"),
     "api/v1/patients/<str:player_id>/alerts": ("/api/v1/patients/p-a1/alerts", "patient.read"),
     "api/v1/patients/<str:player_id>/outcomes": ("/api/v1/patients/p-a1/outcomes", "patient.read"),
+    "api/v1/patients/<str:player_id>/measures-due": ("/api/v1/patients/p-a1/measures-due", "patient.read"),
     "api/v1/patients/<str:player_id>/effectiveness": ("/api/v1/patients/p-a1/effectiveness", "patient.read"),
 }
 # URLs of one patient that return none of its data: a write (recorded as its own action, tested below)

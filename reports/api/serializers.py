@@ -65,3 +65,15 @@ class AlertOutSerializer(serializers.Serializer):
 
     def get_acknowledged(self, alert) -> bool:
         return alert.acknowledged_at is not None
+
+
+class DueMeasureSerializer(serializers.Serializer):
+    instrument = serializers.ChoiceField(choices=sorted(INSTRUMENTS))
+    due_since = serializers.DateField(
+        allow_null=True, help_text="Last administration's local date + the interval; null if never given."
+    )
+    last_administered_at = serializers.DateTimeField(allow_null=True)
+
+
+class MeasuresDueSerializer(serializers.Serializer):
+    due = DueMeasureSerializer(many=True, help_text="Only the measures that are due (DESIGN §8).")

@@ -1,11 +1,18 @@
 """Outcome reads for the game server (its clinic's token) and for the patient's therapists."""
 
+import dataclasses
+
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from reports import selectors
-from reports.api.serializers import AlertOutSerializer, EffectivenessSerializer, OutcomeScoreSerializer
+from reports.api.serializers import (
+    AlertOutSerializer,
+    EffectivenessSerializer,
+    MeasuresDueSerializer,
+    OutcomeScoreSerializer,
+)
 from tracking import access
 from tracking.api.errors import ERRORS
 from tracking.api.errors import READ_ERRORS as PATIENT_READ_ERRORS  # with 400, as before the move
@@ -43,5 +50,22 @@ class PatientAlertsView(APIView):
     def get(self, request, player_id: str):
         patient = access.patient_for_request(request, player_id)
         response = Response(AlertOutSerializer(selectors.alerts_for_patient(patient), many=True).data)
+        access.audit_read(request.user, [patient])
+        return response
+
+
+class PatientMeasuresDueView(APIView):
+    @extend_schema(
+        responses={200: MeasuresDueSerializer, **READ_ERRORS},
+        summary="The questionnaires due for a patient (DESIGN §8), so the game can offer them in play",
+        description=(
+            "A measure is due for an active patient (a session in the 30 local days ending today) when it "
+            "was never given, or when today is on or after its last local date + the clinic's interval."
+        ),
+    )
+    def get(self, request, player_id: str):
+        patient = access.patient_for_request(request, player_id)
+        due = [dataclasses.asdict(measure) for measure in selectors.measures_due(patient)]
+        response = Response(MeasuresDueSerializer({"due": due}).data)
         access.audit_read(request.user, [patient])
         return response
