@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from django.db.models import Case, Count, F, IntegerField, Max, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
-from reports import cadence, disclosure
+from reports import cadence, disclosure, fhir
 from reports.instruments import GAD7, PHQ9, Instrument, get_instrument
 from reports.models import ITEM_FIELDS, Alert, AlertKind, AlertSeverity, OutcomeResponse
 from reports.outcomes import Score, administration_order, classify_patient, cohort_summary, reliable_change_direction
@@ -494,4 +494,25 @@ def measures_due(patient: Patient, now: datetime | None = None) -> list[cadence.
         interval_days=patient.clinic.measure_interval_days,
         active=active,
         last_administered={i.code: last.get(i.code) for i in REPORT_INSTRUMENTS},
+    )
+
+
+def fhir_bundle(patient: Patient, site_url: str) -> dict[str, Any]:
+    """The patient's questionnaire data as a FHIR R4 Bundle (DESIGN §8; reports.fhir builds it)."""
+    rows = OutcomeResponse.objects.filter(patient=patient).order_by("administered_at", "response_id")
+    responses = []
+    for row in rows.values("response_id", "instrument", "administered_at", "total", *ITEM_FIELDS):
+        n_items = len(get_instrument(row["instrument"]).items)
+        items = [row[field] for field in ITEM_FIELDS[:n_items]]
+        responses.append(
+            fhir.Response(
+                response_id=row["response_id"],
+                instrument=row["instrument"],
+                administered_at=row["administered_at"],
+                total=row["total"],
+                items=items if all(item is not None for item in items) else None,
+            )
+        )
+    return fhir.bundle(
+        player_id=patient.player_id, clinic_slug=patient.clinic.slug, site_url=site_url, responses=responses
     )

@@ -21,6 +21,7 @@ MATRIX: dict[str, tuple[str, str, list[int]]] = {
     "clinic/report/export.csv": ("GET", "/clinic/report/export.csv", CLINIC_ADMINS_ONLY),
     "clinic/report/print/": ("GET", "/clinic/report/print/", CLINIC_ADMINS_ONLY),
     "api/v1/patients/<str:player_id>/outcomes": ("GET", "/api/v1/patients/p-a1/outcomes", API_PATIENT_READ),
+    "api/v1/patients/<str:player_id>/fhir": ("GET", "/api/v1/patients/p-a1/fhir", API_PATIENT_READ),
     "api/v1/patients/<str:player_id>/measures-due": ("GET", "/api/v1/patients/p-a1/measures-due", API_PATIENT_READ),
     "api/v1/patients/<str:player_id>/effectiveness": (
         "GET",

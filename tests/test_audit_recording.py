@@ -43,6 +43,7 @@ PATIENT_READS = {
     "api/v1/patients/<str:player_id>/viz": ("/api/v1/patients/p-a1/viz?days=30", "patient.read"),
     "api/v1/patients/<str:player_id>/alerts": ("/api/v1/patients/p-a1/alerts", "patient.read"),
     "api/v1/patients/<str:player_id>/outcomes": ("/api/v1/patients/p-a1/outcomes", "patient.read"),
+    "api/v1/patients/<str:player_id>/fhir": ("/api/v1/patients/p-a1/fhir", "patient.read"),
     "api/v1/patients/<str:player_id>/measures-due": ("/api/v1/patients/p-a1/measures-due", "patient.read"),
     "api/v1/patients/<str:player_id>/effectiveness": ("/api/v1/patients/p-a1/effectiveness", "patient.read"),
 }

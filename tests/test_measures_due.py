@@ -57,3 +57,21 @@ def test_the_read_is_audited_and_other_patients_are_404(therapist_a, patient_a, 
     assert due(client, patient_a.player_id) == []  # no session: inactive
     event = AuditEvent.objects.filter(action="patient.read").latest("id")
     assert event.patients == [patient_a.player_id] and event.actor == therapist_a.username
+
+
+def test_the_fhir_export_carries_the_patients_responses(api, patient_a, settings):
+    from fhir.resources.R4B.bundle import Bundle
+
+    settings.SITE_URL = "https://progress.example.org"
+    OutcomeResponseFactory(patient=patient_a, instrument="phq9", total=16, administered_at=NOW)
+    response = api.get(f"/api/v1/patients/{patient_a.player_id}/fhir")
+    assert response.status_code == 200 and response["Content-Type"].startswith("application/fhir+json")
+    bundle = Bundle.model_validate(response.json())
+    kinds = [entry.resource.get_resource_type() for entry in bundle.entry]
+    assert kinds == ["Patient", "QuestionnaireResponse", "Observation"]
+    [identifier] = bundle.entry[0].resource.identifier
+    assert (identifier.system, identifier.value) == (
+        f"https://progress.example.org/clinics/{patient_a.clinic.slug}/players",
+        patient_a.player_id,
+    )
+    assert bundle.entry[2].resource.valueInteger == 16

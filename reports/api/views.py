@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -67,5 +69,25 @@ class PatientMeasuresDueView(APIView):
         patient = access.patient_for_request(request, player_id)
         due = [dataclasses.asdict(measure) for measure in selectors.measures_due(patient)]
         response = Response(MeasuresDueSerializer({"due": due}).data)
+        access.audit_read(request.user, [patient])
+        return response
+
+
+FHIR_JSON = "application/fhir+json"
+
+
+class PatientFhirView(APIView):
+    @extend_schema(
+        responses={(200, FHIR_JSON): OpenApiTypes.OBJECT, **READ_ERRORS},
+        summary="A patient's questionnaire data as a FHIR R4 Bundle (DESIGN §8)",
+        description=(
+            "A Bundle of type `collection`: the Patient (identifier system `SITE_URL/clinics/<slug>/players`), "
+            "and per response a QuestionnaireResponse (LOINC questionnaire) and an Observation of its total "
+            "derived from it."
+        ),
+    )
+    def get(self, request, player_id: str):
+        patient = access.patient_for_request(request, player_id)
+        response = Response(selectors.fhir_bundle(patient, settings.SITE_URL), content_type=FHIR_JSON)
         access.audit_read(request.user, [patient])
         return response
