@@ -1,5 +1,6 @@
-"""GET /api/v1/patients/<id>/measures-due (DESIGN §8): the game asks which questionnaires to offer. The
-rules are pinned in tests/unit/test_cadence.py; this checks the endpoint's data, clock and access."""
+"""The measurement-based-care reads of DESIGN §8: `measures-due` (the game asks which questionnaires to
+offer; the rules are pinned in tests/unit/test_cadence.py) and the `fhir` export (its shape is pinned in
+tests/unit/test_fhir.py); here the endpoints' data, clock and access."""
 
 from datetime import UTC, datetime, timedelta
 
