@@ -86,13 +86,13 @@ def enrol(request):
 
 def security(request):
     """The account's security: the second factor, backup codes left, the password."""
+    started = accounts.session_started_at(request.session)
     context = {
         "enrolled": accounts.has_device(request.user),
         "backup_codes_left": accounts.backup_codes_left(request.user),
         "required": settings.REQUIRE_MFA,
-        "session_started": accounts.session_started_at(request.session),
-        "session_ends": (accounts.session_started_at(request.session) or timezone.now())
-        + timedelta(hours=settings.SESSION_ABSOLUTE_HOURS),
+        "session_started": started,
+        "session_ends": (started or timezone.now()) + timedelta(hours=settings.SESSION_ABSOLUTE_HOURS),
     }
     return render(request, "registration/security.html", context)
 

@@ -4,17 +4,22 @@ import hashlib
 import time
 import zoneinfo
 from base64 import b32encode
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import pghistory
+import pgtrigger
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connection, models
 from django.db.models import Q
 from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 from django_otp.oath import TOTP
+from pghistory.trigger import Event as HistoryTrigger
 
 from tracking.fields import EncryptedTextField
 
@@ -96,6 +101,23 @@ def row_history(*bookkeeping: str):
         pghistory.UpdateEvent(condition=pghistory.AnyChange(exclude=list(bookkeeping), exclude_auto=True)),
         pghistory.DeleteEvent(),
     )
+
+
+def skipping_row_history(
+    tracked: Iterable[type[models.Model]], *, events: tuple[str, ...] = ("update", "delete")
+) -> AbstractContextManager[Any]:
+    """Within it, the current transaction's writes to `tracked` make no row-history copies of the given
+    `events` (pghistory's trigger names start with them): for a change of representation (a key
+    rotation) or a delete whose copies would only be removed again (retention). Every other writer's
+    copies are made as usual. A no-op where no such trigger exists (SQLite): pgtrigger.ignore() with no
+    trigger named would ignore every trigger."""
+    wanted = set(tracked)
+    uris = [
+        f"{model._meta.label}:{trigger.name}"
+        for model, trigger in pgtrigger.registered()
+        if model in wanted and isinstance(trigger, HistoryTrigger) and trigger.name.split("_")[0] in events
+    ]
+    return pgtrigger.ignore(*uris) if uris and connection.vendor == "postgresql" else nullcontext()
 
 
 class PatientQuerySet(models.QuerySet):

@@ -20,18 +20,15 @@ rotated and checks that every value opens, writing nothing. A real run records o
 event (system chain) with the counts, also when it stops on an undecryptable value.
 """
 
-import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import pgtrigger
 from cryptography.fernet import Fernet, InvalidToken
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, models, transaction
-from pghistory.trigger import Event as HistoryTrigger
 
 from tracking import audit, fields
-from tracking.models import AuditAction, AuditOutcome
+from tracking.models import AuditAction, AuditOutcome, skipping_row_history
 
 COMMAND = "rotate_field_keys"
 
@@ -65,16 +62,6 @@ def encrypted_tables() -> list[Table]:
     return sorted(tables.values(), key=lambda t: t.label)
 
 
-def history_triggers(tables: list[Table]) -> list[str]:
-    """The URIs of pghistory's triggers on these tables: the only triggers a rotation bypasses."""
-    models_ = {t.model for t in tables}
-    return [
-        f"{model._meta.label}:{trigger.name}"
-        for model, trigger in pgtrigger.registered()
-        if model in models_ and isinstance(trigger, HistoryTrigger)
-    ]
-
-
 class Command(BaseCommand):
     help = "Re-encrypt every encrypted field with the newest key of FIELD_ENCRYPTION_KEYS."
 
@@ -90,9 +77,7 @@ class Command(BaseCommand):
         tables = encrypted_tables()
         counts: dict[str, Counts] = defaultdict(Counts)
         try:
-            triggers = history_triggers(tables)
-            # pgtrigger.ignore() with no URI would ignore every trigger: only ever name them.
-            with pgtrigger.ignore(*triggers) if triggers else contextlib.nullcontext():
+            with skipping_row_history(t.model for t in tables):
                 for table in tables:
                     self._rotate_table(table, newest, counts, batch_size=batch_size, dry_run=dry_run)
         except Undecryptable as error:
