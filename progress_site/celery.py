@@ -26,6 +26,26 @@ def enqueue(task, *args, countdown: float = 0) -> bool:
         return False
 
 
+def enqueue_once(task, arg: int, *, key: str, countdown: float) -> bool:
+    """Debounced `enqueue`: at most one queued run per `key` at a time (a burst of writes → one run); the
+    task deletes `key` when it starts, so changes from then on queue a new run. With the cache down it
+    sends anyway (a run twice is harmless). Returns whether a task was sent."""
+    from django.core.cache import cache
+
+    try:
+        if not cache.add(key, 1, timeout=max(5, int(countdown) + 60)):
+            return False  # a run is already queued and has not started yet
+    except Exception as error:
+        logger.warning("debounce cache unavailable: %s", type(error).__name__)
+    if enqueue(task, arg, countdown=countdown):
+        return True
+    try:
+        cache.delete(key)
+    except Exception as error:
+        logger.warning("debounce cache unavailable: %s", type(error).__name__)
+    return False
+
+
 def _beat_schedule() -> dict:
     from django.conf import settings
 
@@ -46,6 +66,10 @@ def _beat_schedule() -> dict:
         "escalate-alerts": {"task": "reports.tasks.escalate_alerts", "schedule": 60.0},
         # Each night: remove what aged out under the clinics' retention policies (DESIGN §7).
         "retention-nightly": {"task": "tracking.tasks.enforce_retention", "schedule": crontab(hour=3, minute=30)},
+        # Each night: every clinic's expected-recovery references and its patients' not-on-track results.
+        "references-nightly": {"task": "reports.tasks.rebuild_all_references", "schedule": crontab(hour=4, minute=0)},
+        # Hourly: each therapist whose clinic's local hour is DIGEST_HOUR gets the day's measures-due digest.
+        "measure-digests": {"task": "reports.tasks.send_measure_digests", "schedule": crontab(minute=5)},
     }
 
 

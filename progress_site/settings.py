@@ -175,6 +175,11 @@ CELERY_TIMEZONE = "UTC"
 ANALYTICS_DEBOUNCE_SECONDS = float(env_str("ANALYTICS_DEBOUNCE_SECONDS", "2"))
 ANALYTICS_RECONCILE_SECONDS = float(env_str("ANALYTICS_RECONCILE_SECONDS", "60"))
 ANALYTICS_CACHE_SECONDS = env_int("ANALYTICS_CACHE_SECONDS", 300)
+# Expected recovery (DESIGN §8): a clinic's references are rebuilt this long after its last new
+# questionnaire response (a burst → one run), and nightly.
+REFERENCE_DEBOUNCE_SECONDS = float(env_str("REFERENCE_DEBOUNCE_SECONDS", "30"))
+# The measures-due digest goes to each therapist at this hour of their clinic's local day.
+DIGEST_HOUR = env_int("DIGEST_HOUR", 7)
 
 # Audit log (DESIGN §7): signed chain heads are written outside the database, signed with a key that is
 # not SECRET_KEY. Both are required in production; the demo keeps them beside its database.

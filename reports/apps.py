@@ -12,3 +12,4 @@ class ReportsConfig(AppConfig):
         from tracking import signals
 
         signals.alerts_changed.connect(tasks.on_alerts_changed, dispatch_uid="reports.tasks.on_alerts_changed")
+        signals.outcomes_changed.connect(tasks.on_outcomes_changed, dispatch_uid="reports.tasks.on_outcomes_changed")

@@ -98,6 +98,7 @@ class AlertKind(models.TextChoices):
     ITEM9 = "phq9_item9", "PHQ-9 item 9 answered above 0"
     RELIABLE_DETERIORATION = "reliable_deterioration", "Reliable deterioration"
     DISENGAGEMENT = "disengagement", "Disengagement"
+    NOT_ON_TRACK = "not_on_track", "Not on track"
 
 
 class AlertSeverity(models.TextChoices):
@@ -166,3 +167,106 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.severity})"
+
+
+# ----- measurement-based care beyond the scores (DESIGN §8) -----------------------------------------
+
+
+class TrajectoryReference(models.Model):
+    """A clinic's expected-recovery reference for one instrument (DESIGN §8): the 25th/50th/75th
+    percentiles per intake band and week, as `reports.trajectories.Reference.to_json()`. Aggregates of at
+    least 10 patients each; rebuilt by a Celery task after outcome ingest (debounced) and nightly."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="+")
+    instrument = models.CharField(max_length=16, choices=INSTRUMENT_CHOICES)
+    data = models.JSONField()
+    group_size = models.PositiveIntegerField(default=0)  # patients in the reference group
+    built_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "instrument"], name="trajectory_reference_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instrument} reference of clinic {self.clinic_id}"
+
+
+class MeasureStatus(models.Model):
+    """A patient's not-on-track result on one instrument (DESIGN §8) as last computed: what the caseload
+    marks and filters by, and what makes the moderate alert once while it holds. Written by
+    `reports.trajectory_status`; the API computes the same result afresh."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="measure_statuses")
+    instrument = models.CharField(max_length=16, choices=INSTRUMENT_CHOICES)
+    not_on_track = models.BooleanField(null=True)
+    basis = models.CharField(max_length=32, blank=True)  # "" when not_on_track is null
+    intake_band = models.CharField(max_length=32, blank=True)
+    trajectory = models.JSONField(default=dict)  # the inputs: week, latest, n_patients, n_scores, p25/50/75
+    since = models.DateTimeField(null=True, blank=True)  # when it last became true
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["patient", "instrument"], name="measure_status_once"),
+        ]
+        indexes = [
+            models.Index(fields=["patient"], name="measure_status_off_track", condition=Q(not_on_track=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instrument} status of patient {self.patient_id}"
+
+
+@row_history()
+class ClinicalNote(models.Model):
+    """A therapist's dated note on a patient: encrypted at rest, edited only by its author; each edit
+    keeps the earlier version as a ClinicalNoteRevision (and the row history keeps a copy too)."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="clinical_notes")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    written_on = models.DateField()  # the day the note is about, in the clinic's calendar
+    body = EncryptedTextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-written_on", "-created_at", "-pk"]
+        indexes = [models.Index(fields=["patient", "written_on"], name="note_patient_date")]
+
+    def __str__(self) -> str:
+        return f"Note {self.pk} on patient {self.patient_id}"
+
+
+class ClinicalNoteRevision(models.Model):
+    """An earlier version of a clinical note, kept when its author edited it (newest first)."""
+
+    note = models.ForeignKey(ClinicalNote, on_delete=models.CASCADE, related_name="revisions")
+    written_on = models.DateField()
+    body = EncryptedTextField()
+    replaced_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-replaced_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Revision {self.pk} of note {self.note_id}"
+
+
+class MeasureDigest(models.Model):
+    """The daily e-mail to a therapist listing their patients with a measure due (DESIGN §8), one per
+    therapist, clinic and local day: the row is written with the send, so a task run twice sends once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="+")
+    local_date = models.DateField()  # the clinic's calendar day it was sent for
+    patients = models.PositiveIntegerField(default=0)  # how many patients it listed
+    sent_at = models.DateTimeField(null=True, blank=True)  # null until the mail server took it
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "clinic", "local_date"], name="measure_digest_once_a_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Digest for user {self.user_id} on {self.local_date}"

@@ -37,7 +37,7 @@ from tracking.models import (
     SessionStatus,
     TherapySession,
 )
-from tracking.signals import alerts_changed, data_changed, send_on_commit
+from tracking.signals import alerts_changed, data_changed, outcomes_changed, send_on_commit
 from tracking.validators import (
     EXTERNAL_ID_PATTERN,
     INT32_MAX,
@@ -489,6 +489,8 @@ def ingest_batch(*, clinic: Clinic, items: dict[str, list[Item]], token_name: st
         send_on_commit(data_changed, patient_ids=sorted(result.changed_patient_ids))
     if result.new_alert_ids:
         send_on_commit(alerts_changed, clinic_ids=[clinic.pk], raised=list(result.new_alert_ids))
+    if result.counts["outcomes"].created:
+        send_on_commit(outcomes_changed, clinic_ids=[clinic.pk])
     _audit_ingest(clinic, player_ids, result, actor=audit.token_actor(token_name) if token_name else None)
     return result
 
@@ -623,6 +625,8 @@ def outcomes_import(*, clinic: Clinic, items: list[Item], file_name: str = "") -
     if result.changed_patient_ids:
         # As ingest does: the patient's stored analytics are stale from this transaction on.
         Patient.objects.filter(pk__in=result.changed_patient_ids).update(data_changed_at=timezone.now())
+    if result.counts["outcomes"].created:
+        send_on_commit(outcomes_changed, clinic_ids=[clinic.pk])
     source = {"source": "import_outcomes", "file": audit.storable_text(file_name, limit=200)}
     _audit_ingest(clinic, player_ids, result, actor=audit.SYSTEM_ACTOR, source=source)
     return result

@@ -21,7 +21,7 @@ from django.db import connection, models, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from reports.models import Alert, OutcomeResponse
+from reports.models import Alert, ClinicalNote, ClinicalNoteRevision, MeasureStatus, OutcomeResponse
 from tracking import access, audit
 from tracking.models import (
     AUDIT_RETENTION_MIN_DAYS,
@@ -326,6 +326,9 @@ _PATIENT_DATA: tuple[tuple[type[models.Model], str], ...] = (
     (TherapySession, "patient_id"),
     (Alert, "patient_id"),
     (OutcomeResponse, "patient_id"),
+    (MeasureStatus, "patient_id"),
+    (ClinicalNoteRevision, "note__patient_id"),
+    (ClinicalNote, "patient_id"),
     (WebhookDelivery, "highlight__patient_id"),
     (ProgressHighlight, "patient_id"),
     (Milestone, "patient_id"),

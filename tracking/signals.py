@@ -26,6 +26,9 @@ alerts_changed = Signal()
 milestone_achieved = Signal()
 # Celebration webhooks were put in the outbox; kwargs: delivery_ids.
 webhooks_queued = Signal()
+# Questionnaire responses were stored in these clinics: their expected-recovery references are rebuilt
+# (debounced). kwargs: clinic_ids.
+outcomes_changed = Signal()
 
 
 def send_on_commit(signal: Signal, **kwargs) -> None:

@@ -17,7 +17,7 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
-from progress_site.celery import enqueue
+from progress_site.celery import enqueue, enqueue_once
 from tracking import audit, history, recompute, webhooks
 from tracking.models import Patient, WebhookDelivery
 
@@ -33,15 +33,7 @@ def schedule_recompute(patient_ids, delay: float | None = None) -> None:
     """Debounced: at most one queued recompute per patient at a time (a burst of ingests → one run)."""
     delay = settings.ANALYTICS_DEBOUNCE_SECONDS if delay is None else delay
     for patient_id in patient_ids:
-        key = DEBOUNCE_KEY.format(patient_id)
-        try:
-            if not cache.add(key, 1, timeout=max(5, int(delay) + 60)):
-                continue  # a recompute is already queued and has not started yet
-        except Exception as error:  # the cache is down too: send anyway
-            logger.warning("debounce cache unavailable: %s", type(error).__name__)
-        if not enqueue(recompute_patient_analytics, patient_id, countdown=delay):
-            with contextlib.suppress(Exception):
-                cache.delete(key)
+        enqueue_once(recompute_patient_analytics, patient_id, key=DEBOUNCE_KEY.format(patient_id), countdown=delay)
 
 
 # ----- receivers of the services' signals (connected in TrackingConfig.ready) ------------------------
