@@ -487,6 +487,7 @@ class AuditAction(models.TextChoices):
     RISK_FLAG_CLEAR = "risk_flag.clear"
     RECOMMENDATION_DISMISS = "recommendation.dismiss"
     HIGHLIGHT_CELEBRATED = "highlight.celebrated"
+    NOTE_WRITE = "note.write"  # a clinical note written or edited (DESIGN §8; never its text)
     CONFIG_CHANGE = "config.change"
     USER_CHANGE = "user.change"
     ASSIGNMENT_CHANGE = "assignment.change"
