@@ -13,6 +13,8 @@ from reports.selectors import ENGAGEMENT_KEYS, REPORT_INSTRUMENTS
 
 _MEASURES = tuple(i.code for i in REPORT_INSTRUMENTS)
 _PATIENT_FLAGS = tuple(k for k in PATIENT_KEYS if k not in ("player_id", *_MEASURES))
+# Expected recovery (DESIGN §8), after the §5 columns; its inputs are in the JSON's `trajectory`.
+_TRAJECTORY_KEYS = ("not_on_track", "not_on_track_basis")
 # A cell a spreadsheet would run as a formula (CWE-1236). Only text cells are guarded: numbers such as
 # a change of -6 are written as numbers.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -36,6 +38,7 @@ def patient_csv_header() -> list[str]:
         "player_id",
         *(f"{m}_{k}" for m in _MEASURES for k in MEASURE_KEYS),
         *_PATIENT_FLAGS,
+        *(f"{m}_{k}" for m in _MEASURES for k in _TRAJECTORY_KEYS),
     ]
 
 
@@ -47,6 +50,7 @@ def patient_csv_row(patient: dict[str, Any]) -> list[Any]:
         safe_text(patient["player_id"]),
         *(cell(patient[m][k]) for m in _MEASURES for k in MEASURE_KEYS),
         *(cell(patient[k]) for k in _PATIENT_FLAGS),
+        *(cell(patient[m].get(k)) for m in _MEASURES for k in _TRAJECTORY_KEYS),
     ]
 
 

@@ -8,7 +8,7 @@ milestones (the engagement side). The classification itself is `reports.outcomes
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 from django.db.models import Case, Count, F, IntegerField, Max, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
-from reports import cadence, disclosure, fhir
+from reports import cadence, disclosure, fhir, trajectories
 from reports.instruments import GAD7, PHQ9, Instrument, get_instrument
-from reports.models import ITEM_FIELDS, Alert, AlertKind, AlertSeverity, OutcomeResponse
+from reports.models import ITEM_FIELDS, Alert, AlertKind, AlertSeverity, OutcomeResponse, TrajectoryReference
 from reports.outcomes import Score, administration_order, classify_patient, cohort_summary, reliable_change_direction
 from tracking.access import caseload_for_user
 from tracking.models import Clinic, MarkerType, Milestone, Patient, ProgressMarker, TherapySession
@@ -241,8 +241,57 @@ def _score_row(score: Score) -> dict[str, Any]:
 
 def patient_effectiveness(patient: Patient) -> dict[str, Any]:
     """The §5 classification of one patient over all their responses (one element of a report's
-    `patients`)."""
-    return classify_patient(patient.player_id, scores_by_patient([patient.pk]).get(patient.pk, []))
+    `patients`), each measure with its not-on-track result (§8)."""
+    scores = scores_by_patient([patient.pk]).get(patient.pk, [])
+    results = measure_results(patient, scores, clinic_references([patient.clinic_id]))
+    return with_trajectory(classify_patient(patient.player_id, scores), results)
+
+
+# ----- expected recovery (DESIGN §8) -----------------------------------------------------------------
+
+References = Mapping[tuple[int, str], trajectories.Reference]
+
+
+def clinic_references(clinic_ids: Iterable[int]) -> dict[tuple[int, str], trajectories.Reference]:
+    """(clinic id, instrument code) → the clinic's stored reference (`reports.expected_recovery` builds
+    them). One query. A clinic or instrument without a stored reference is missing: `measure_results`
+    then judges without one."""
+    rows = TrajectoryReference.objects.filter(clinic_id__in=list(clinic_ids)).values_list(
+        "clinic_id", "instrument", "data"
+    )
+    return {(clinic_id, code): trajectories.Reference.from_json(data) for clinic_id, code, data in rows}
+
+
+def local_date_of(patient: Patient) -> Callable[[datetime], date]:
+    """A function giving the patient's local calendar date of an aware datetime."""
+    zone = ZoneInfo(patient.tz_name)
+    return lambda at: at.astimezone(zone).date()
+
+
+def measure_results(
+    patient: Patient, scores: Sequence[Score], references: References
+) -> dict[str, trajectories.Result]:
+    """Instrument code → the patient's not-on-track result (§8) from their scores (any order) and their
+    clinic's stored reference. No query: `patient.clinic` should be loaded."""
+    local_date = local_date_of(patient)
+    results = {}
+    for instrument in REPORT_INSTRUMENTS:
+        own = [s for s in scores if s.instrument == instrument.code]
+        reference = references.get((patient.clinic_id, instrument.code)) or trajectories.Reference(instrument.code)
+        judged = trajectories.patient_scores(str(patient.pk), own, local_date)
+        results[instrument.code] = trajectories.not_on_track(judged, reference, instrument)
+    return results
+
+
+def with_trajectory(classification: dict[str, Any], results: Mapping[str, trajectories.Result]) -> dict[str, Any]:
+    """`classification` (classify_patient's) with `not_on_track`, `not_on_track_basis` and `trajectory`
+    (the stated inputs) in each measure object, as §8 words them."""
+    for code, result in results.items():
+        measure = classification[code]
+        measure["not_on_track"] = result.not_on_track
+        measure["not_on_track_basis"] = result.basis
+        measure["trajectory"] = result.inputs()
+    return classification
 
 
 def patient_outcome_series(patient: Patient) -> dict[str, Any]:
@@ -252,6 +301,8 @@ def patient_outcome_series(patient: Patient) -> dict[str, Any]:
     threshold and the patient's classification. `patient.clinic` should be loaded (access.patient_for_user does)."""
     scores = scores_by_patient([patient.pk]).get(patient.pk, [])
     tz = ZoneInfo(patient.tz_name)
+    references = clinic_references([patient.clinic_id])
+    results = measure_results(patient, scores, references)
     instruments = []
     for instrument in REPORT_INSTRUMENTS:
         points = []
@@ -290,13 +341,57 @@ def patient_outcome_series(patient: Patient) -> dict[str, Any]:
                 "risk_item": instrument.risk_item,
                 "bands": [{"name": b.name, "label": b.label, "low": b.low, "high": b.high} for b in instrument.bands],
                 "points": points,
+                "expected": _expected_band(
+                    instrument,
+                    [s for s in scores if s.instrument == instrument.code],
+                    references.get((patient.clinic_id, instrument.code)),
+                    results[instrument.code],
+                    tz,
+                ),
             }
         )
     return {
         "player_id": patient.player_id,
         "timezone": patient.tz_name,
         "instruments": instruments,
-        "classification": classify_patient(patient.player_id, scores),
+        "classification": with_trajectory(classify_patient(patient.player_id, scores), results),
+    }
+
+
+# The chart draws the reference this many weeks past the latest score (where it exists).
+BAND_WEEKS_AHEAD = 2
+
+
+def _expected_band(
+    instrument: Instrument,
+    own: Sequence[Score],
+    reference: trajectories.Reference | None,
+    result: trajectories.Result,
+    tz: ZoneInfo,
+) -> dict[str, Any] | None:
+    """What the outcome chart draws of expected recovery: the 25th–75th percentile band and the median of
+    the patient's reference (their clinic, instrument and intake band) at the start of each week since the
+    first score, and the not-on-track result. None when the patient has no score or the first was below
+    caseness (they are in no reference group)."""
+    if not own or result.intake_band is None or not instrument.at_caseness(own[0].total):
+        return None
+    first_day = own[0].administered_at.astimezone(tz).date()
+    latest_week = result.week or 0
+    series = (
+        trajectories.band_series(reference, result.intake_band, range(latest_week + BAND_WEEKS_AHEAD + 1))
+        if reference is not None
+        else []
+    )
+    return {
+        "intake_band": result.intake_band,
+        "intake_label": _band_label(instrument, result.intake_band),
+        "not_on_track": result.not_on_track,
+        "basis": result.basis,
+        "trajectory": result.inputs(),
+        "band": [
+            {"week": week, "x": (first_day + timedelta(days=7 * week)).isoformat(), "p25": p25, "p50": p50, "p75": p75}
+            for week, p25, p50, p75 in series
+        ],
     }
 
 
@@ -367,7 +462,7 @@ class CohortRow(TypedDict):
     engagement: dict[str, Any]  # ENGAGEMENT_KEYS → counts
 
 
-def cohort_report(scope: QuerySet[Patient], period: Period = ALL_TIME) -> dict[str, Any]:
+def cohort_report(scope: QuerySet[Patient], period: Period = ALL_TIME, *, judged: bool = True) -> dict[str, Any]:
     """The effectiveness report over the patients of `scope` (a caseload, a clinic) in `period`.
 
     - `patients`: the §5 classification of each patient with at least one response in the period
@@ -377,12 +472,14 @@ def cohort_report(scope: QuerySet[Patient], period: Period = ALL_TIME) -> dict[s
     - `measures`: per instrument, its cohort summary and the severity distribution at start and end.
     - `engagement`: use of the game over the period (sessions, minutes, skills acquired, breakthroughs,
       milestones). It describes engagement, not clinical outcome.
-    Five queries, whatever the number of patients.
+    Six queries, whatever the number of patients; five with `judged` false, which leaves out the
+    measures' not-on-track results (§8) and the clinics' references they need.
     """
     patients = list(scope.select_related("clinic").order_by("player_id", "clinic__name"))
     clinics = list({p.clinic_id: p.clinic for p in patients}.values())
     ids = scope.values("pk")
     scores = scores_by_patient(ids, period=period, clinics=clinics) if patients else {}
+    references = clinic_references([c.pk for c in clinics]) if patients and judged else {}
     engagement = engagement_by_patient(ids, period=period, clinics=clinics) if patients else {}
 
     classified: list[dict[str, Any]] = []
@@ -391,6 +488,8 @@ def cohort_report(scope: QuerySet[Patient], period: Period = ALL_TIME) -> dict[s
     for patient in patients:
         patient_scores = scores.get(patient.pk, [])
         outcome = classify_patient(patient.player_id, patient_scores) if patient_scores else None
+        if outcome is not None and judged:
+            outcome = with_trajectory(outcome, measure_results(patient, patient_scores, references))
         if outcome is not None:
             classified.append(outcome)
             scores_by_player[patient.player_id].extend(patient_scores)
@@ -452,7 +551,7 @@ def clinic_report(clinic: Clinic, period: Period = ALL_TIME) -> dict[str, Any]:
     """The clinic's aggregate report (no per-patient rows), for clinic admins, with counts of fewer than
     5 patients suppressed (reports.disclosure)."""
     report: dict[str, Any] = disclosure.suppress(
-        aggregates_only(cohort_report(Patient.objects.filter(clinic=clinic), period))
+        aggregates_only(cohort_report(Patient.objects.filter(clinic=clinic), period, judged=False))
     )
     return report
 
@@ -471,9 +570,13 @@ def effectiveness_report(
     report = cohort_report(scope, period)
     patients = report["patients"]
     if player_id is not None and not patients:
-        patients = [classify_patient(player_id, [])]
+        patients = [with_trajectory(classify_patient(player_id, []), _no_results())]
         return {"patients": patients, "cohort": cohort_summary(patients, {})}
     return {"patients": patients, "cohort": report["cohort"]}
+
+
+def _no_results() -> dict[str, trajectories.Result]:
+    return {instrument.code: trajectories.Result(None, None) for instrument in REPORT_INSTRUMENTS}
 
 
 def measures_due(patient: Patient, now: datetime | None = None) -> list[cadence.Due]:

@@ -112,7 +112,11 @@ def test_one_patient(clinic, tmp_path):
     load_fixture(clinic, tmp_path)
     data = report_json("--clinic", clinic.slug, "--patient", "fx-04")
     fx04 = next(p for p in FIXTURE["patients"] if p["player_id"] == "fx-04")
-    assert data["patients"] == [fx04["expected"]]
+    (got,) = data["patients"]
+    for measure in ("phq9", "gad7"):  # §8's not-on-track keys are tested in tests/test_expected_recovery.py
+        assert {"not_on_track", "not_on_track_basis", "trajectory"} <= set(got[measure])
+        got[measure] = {k: v for k, v in got[measure].items() if k in MEASURE_KEYS}
+    assert got == fx04["expected"]
     assert data["cohort"]["n_patients"] == 1
 
 
@@ -254,12 +258,12 @@ def test_clinic_report_has_no_patient_rows_or_ids(clinic, therapist_a):
 def test_cohort_report_queries_do_not_grow_with_patients(clinic, therapist_a, django_assert_num_queries):
     make_patient(clinic, therapist_a, 0)
     therapist_a._clinic_roles = None
-    with django_assert_num_queries(6):  # roles, patients, scores, sessions, markers, milestones
+    with django_assert_num_queries(7):  # roles, patients, scores, references, sessions, markers, milestones
         selectors.caseload_report(therapist_a)
     for n in range(1, 25):
         make_patient(clinic, therapist_a, n)
     therapist_a._clinic_roles = None
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         report = selectors.caseload_report(therapist_a, selectors.Period(date_from=date(2025, 1, 1)))
     assert report["n_with_scores"] == 25
 
@@ -366,12 +370,12 @@ def test_api_query_counts_do_not_grow_with_responses(api, patient_a, django_asse
 
     add(2)
     api.get("/api/v1/patients/p-a1/effectiveness")  # the token's last use is recorded once a minute at most
-    with django_assert_num_queries(5):  # token, patient, responses; the audit event (2)
+    with django_assert_num_queries(6):  # token, patient, responses, references; the audit event (2)
         assert api.get("/api/v1/patients/p-a1/effectiveness").status_code == 200
     add(60)
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(6):
         assert api.get("/api/v1/patients/p-a1/effectiveness").json()["gad7"]["paired"] is True
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(5):  # the outcomes need no reference
         assert len(api.get("/api/v1/patients/p-a1/outcomes").json()) == 62
 
 
@@ -381,7 +385,7 @@ def test_api_query_counts_for_a_therapist(therapist_a, patient_a, django_assert_
     # session, user, memberships, patient, assignment check, responses; then the idle-timeout session save
     # (SESSION_SAVE_EVERY_REQUEST: savepoint, update, release); the audit event (the next seq with the
     # chain's head locked; the insert and the head's move)
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(12):
         assert client.get("/api/v1/patients/p-a1/effectiveness").status_code == 200
 
 

@@ -269,16 +269,17 @@ def test_admin_of_two_clinics_picks_one(clinic_admin, other_clinic, caseload, fo
 def test_caseload_pages_query_count_does_not_grow(clinic, therapist_a, django_assert_num_queries):
     client = logged_in(therapist_a)
     caseload_patient(clinic, therapist_a, "q-0")
-    # session, user, memberships, patients, responses, sessions, markers, milestones + session save (3)
+    # session, user, memberships, patients, responses, references, sessions, markers, milestones + session
+    # save (3)
     # + the audit event: the patients it names, the next seq with the chain's head locked, the insert and
     # the head's move
     for url in ("/outcomes/", "/outcomes/export.csv", "/outcomes/print/"):
-        with django_assert_num_queries(14):
+        with django_assert_num_queries(15):
             assert client.get(url).status_code == 200
     for n in range(1, 30):
         caseload_patient(clinic, therapist_a, f"q-{n}")
     for url in ("/outcomes/", "/outcomes/export.csv?date_from=2025-01-01", "/outcomes/print/"):
-        with django_assert_num_queries(14):
+        with django_assert_num_queries(15):
             assert client.get(url).status_code == 200
 
 
@@ -301,13 +302,13 @@ def test_clinic_report_query_count_does_not_grow(clinic, clinic_admin, therapist
 def test_patient_page_query_count_does_not_grow(therapist_a, patient_a, django_assert_num_queries):
     client = logged_in(therapist_a)
     scores(patient_a)
-    # session, user, memberships, patient, assignment check, responses + session save (3) + the audit
+    # session, user, memberships, patient, assignment check, responses, references + session save (3) + the audit
     # event (the next seq with the chain's head locked; the insert and the head's move)
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(12):
         client.get("/patients/p-a1/outcomes/")
     for n in range(20):
         OutcomeResponseFactory(
             patient=patient_a, instrument="gad7", total=n % 21, administered_at=T0 + timedelta(days=n)
         )
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(12):
         assert client.get("/patients/p-a1/outcomes/").status_code == 200

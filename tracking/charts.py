@@ -223,6 +223,8 @@ IMPROVEMENT_COLOUR = "#2e7d4f"
 DETERIORATION_COLOUR = "#9a4a00"
 RISK_COLOUR = "#a4262c"
 ITEM_ROW_Y = -2.2  # the row of item-9 answers under the axis
+EXPECTED_FILL = "rgba(47,111,143,0.14)"  # the expected-recovery band: the total's hue, faint
+EXPECTED_LINE = "#6c8ea0"
 
 
 def padded_range(xs: Sequence[str]) -> list[str]:
@@ -259,6 +261,34 @@ def _step_trace(points: Sequence[Mapping[str, Any]], *, name: str, symbol: str, 
     }
 
 
+def _expected_traces(band: Sequence[Mapping[str, Any]], name: str, intake_label: str) -> list[Trace]:
+    """The expected-recovery reference (DESIGN §8) under the totals: the 25th–75th percentile band filled
+    between two invisible edges, and the median dashed, at the start of each week since the first score."""
+    if not band:
+        return []
+    xs = [b["x"] for b in band]
+    hover = f"Week %{{customdata}}: clinic patients who started {intake_label.lower()}"
+    edge = {"type": "scatter", "mode": "lines", "x": xs, "line": {"width": 0}, "customdata": [b["week"] for b in band]}
+    return [
+        {**edge, "name": "Expected 25th percentile", "y": [b["p25"] for b in band], "hoverinfo": "skip"},
+        {
+            **edge,
+            "name": "Expected range (25th–75th percentile)",
+            "y": [b["p75"] for b in band],
+            "fill": "tonexty",
+            "fillcolor": EXPECTED_FILL,
+            "hovertemplate": hover + "<br>75th percentile %{y}<extra></extra>",
+        },
+        {
+            **edge,
+            "name": f"Expected {name} (median)",
+            "y": [b["p50"] for b in band],
+            "line": {"color": EXPECTED_LINE, "width": 1.5, "dash": "dot"},
+            "hovertemplate": hover + "<br>median %{y}<extra></extra>",
+        },
+    ]
+
+
 def outcome_figure(instrument: Mapping[str, Any]) -> Figure:
     """One instrument of `patient_outcome_series`: its totals (line and circles) over the administrations, ▼/▲
     on scores reliably below/above the first one, and for an instrument with a risk item (PHQ-9 item 9) ◆ on
@@ -270,8 +300,11 @@ def outcome_figure(instrument: Mapping[str, Any]) -> Figure:
     reliable = instrument["reliable_change"]
     item_name = f"Item {instrument['risk_item']}" if instrument.get("risk_item") else None
     xs = [p["x"] for p in points]
+    expected = instrument.get("expected") or {}
+    band = list(expected.get("band") or [])
 
     traces = [
+        *_expected_traces(band, name, expected.get("intake_label", "")),
         {
             "type": "scatter",
             "mode": "lines+markers",
@@ -415,7 +448,7 @@ def outcome_figure(instrument: Mapping[str, Any]) -> Figure:
         "automargin": True,
     }
     if xs:
-        xaxis["range"] = padded_range(xs)
+        xaxis["range"] = padded_range(xs + [f"{b['x']} 00:00" for b in band])
     layout = {
         "font": FONT,
         "height": 360,

@@ -18,7 +18,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from reports import alerts
+from reports import alerts, expected_recovery
 from tracking import analytics, history, selectors, webhooks
 from tracking.models import Milestone, Patient, ProgressHighlight, ProgressSummary, Recommendation, WebhookDelivery
 from tracking.signals import alerts_changed, analytics_recomputed, milestone_achieved, send_on_commit, webhooks_queued
@@ -323,6 +323,7 @@ def _recompute_together(ids: list[int]) -> int:
         _store_new_milestones(computations)
         _refresh_recommendations(computations)
         _raise_disengagement_alerts(computations)
+        expected_recovery.patients_refresh(patients)  # not on track (DESIGN §8), against the stored references
         stored = [p.pk for p in patients]
         Patient.objects.filter(pk__in=stored).update(
             analytics_computed_at=started, analytics_failures=0, analytics_error="", analytics_retry_at=None

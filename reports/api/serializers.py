@@ -25,6 +25,18 @@ class OutcomeScoreSerializer(serializers.Serializer):
     )
 
 
+class TrajectorySerializer(serializers.Serializer):
+    week = serializers.IntegerField(
+        allow_null=True, help_text="Week of the latest score: whole weeks since the first score, in local days."
+    )
+    latest = serializers.IntegerField(allow_null=True)
+    n_patients = serializers.IntegerField(allow_null=True, help_text="Patients in the reference at that week.")
+    n_scores = serializers.IntegerField(allow_null=True, help_text="Their scores in weeks w−1, w and w+1.")
+    p25 = serializers.FloatField(allow_null=True)
+    p50 = serializers.FloatField(allow_null=True)
+    p75 = serializers.FloatField(allow_null=True)
+
+
 class MeasureSerializer(serializers.Serializer):
     first = serializers.IntegerField(allow_null=True)
     last = serializers.IntegerField(allow_null=True)
@@ -36,6 +48,19 @@ class MeasureSerializer(serializers.Serializer):
     reliable_deterioration = serializers.BooleanField(allow_null=True)
     at_caseness_first = serializers.BooleanField(allow_null=True)
     at_caseness_last = serializers.BooleanField(allow_null=True)
+    not_on_track = serializers.BooleanField(
+        allow_null=True,
+        help_text="Expected recovery (DESIGN §8): true when the latest score is worse than expected; null without a "
+        "score, when the first score was below caseness, or before week 3. A signal to review, not a prediction.",
+    )
+    not_on_track_basis = serializers.ChoiceField(
+        choices=["clinic_reference", "no_reliable_improvement"],
+        allow_null=True,
+        help_text="clinic_reference: above the 75th percentile of the clinic's patients with the same intake band at "
+        "that week; no_reliable_improvement (no reference at that week): week 6 or later, still at caseness and no "
+        "reliable improvement since the first score.",
+    )
+    trajectory = TrajectorySerializer(help_text="The inputs of not_on_track.")
 
 
 class EffectivenessSerializer(serializers.Serializer):
