@@ -16,8 +16,9 @@ from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, 
 from django.db.models.functions import Coalesce, Least, NullIf
 from django.utils import timezone
 
+from reports import cadence
 from reports.instruments import GAD7, PHQ9, Instrument
-from reports.models import Alert, AlertKind, OutcomeResponse
+from reports.models import Alert, AlertKind, MeasureStatus, OutcomeResponse
 from reports.outcomes import reliable_change_direction
 from reports.selectors import SEVERITY_ORDER, severity_rank
 from tracking import analytics
@@ -79,6 +80,9 @@ class CaseloadQuery:
         "at_risk": "At risk",
         "inactive_7d": "Not active for 7 days",
         "deteriorating": "Deteriorating",
+        "phq9_due": "PHQ-9 due",
+        "gad7_due": "GAD-7 due",
+        "not_on_track": "Not on track",
     }
 
     @classmethod
@@ -105,6 +109,22 @@ def _latest_total(instrument: str, last: bool) -> Subquery:
     order = ("-administered_at", "-response_id") if last else ("administered_at", "response_id")
     responses = OutcomeResponse.objects.filter(patient=OuterRef("pk"), instrument=instrument)
     return Subquery(responses.order_by(*order).values("total")[:1])
+
+
+def _last_administered_at(instrument: str) -> Subquery:
+    responses = OutcomeResponse.objects.filter(patient=OuterRef("pk"), instrument=instrument)
+    return Subquery(responses.order_by("-administered_at").values("administered_at")[:1])
+
+
+def _last_session_at() -> Subquery:
+    sessions = TherapySession.objects.filter(patient=OuterRef("pk")).order_by("-started_at")
+    return Subquery(sessions.values("started_at")[:1])
+
+
+def _off_track(instrument: str, field: str) -> Subquery:
+    """A field of the patient's stored not-on-track result on `instrument`, only while it is true."""
+    status = MeasureStatus.objects.filter(patient=OuterRef("pk"), instrument=instrument, not_on_track=True)
+    return Subquery(status.values(field)[:1])
 
 
 def _score_count(instrument: str) -> Coalesce:
@@ -134,7 +154,18 @@ class CaseloadAnnotations(TypedDict):
     open_rank: int | None  # the most severe one's index in SEVERITY_ORDER; None without an open alert
     alert_level: int  # urgent 3, high 2, moderate 1, none 0
     open_item9: bool
+    zone: str  # the patient's time zone: their own, else the clinic's
+    last_session_at: datetime | None  # the latest session's start
+    phq9_last_at: datetime | None  # the latest administrations
+    gad7_last_at: datetime | None
+    phq9_off_track_basis: str | None  # the stored not-on-track result, only while it holds
+    phq9_off_track_inputs: dict[str, Any] | None
+    gad7_off_track_basis: str | None
+    gad7_off_track_inputs: dict[str, Any] | None
 
+
+# The measures the caseload tracks, in column order (the same as the measures-due API's).
+CADENCE_INSTRUMENTS: tuple[Instrument, ...] = (PHQ9, GAD7)
 
 if TYPE_CHECKING:
     CaseloadPatient = WithAnnotations[Patient, CaseloadAnnotations]
@@ -143,13 +174,53 @@ if TYPE_CHECKING:
 def _inactive_for_a_week(rows: QuerySet[CaseloadPatient], now: datetime) -> QuerySet[CaseloadPatient]:
     """No active day in the 7 local days ending today (today and the 6 before), each patient's today in
     their own time zone (DESIGN §3): one condition per time zone in the caseload."""
-    zoned = rows.annotate(zone=_patient_tz())
-    zones = sorted(set(zoned.order_by().values_list("zone", flat=True)))
+    zones = sorted(set(rows.order_by().values_list("zone", flat=True)))
     inactive = Q(summary__last_active_day__isnull=True)
     for zone in zones:
         week_start = local_today(zone, now) - timedelta(days=6)
         inactive |= Q(zone=zone, summary__last_active_day__lt=week_start)
-    return zoned.filter(inactive)
+    return rows.filter(inactive)
+
+
+def _due_condition(rows: QuerySet[CaseloadPatient], now: datetime, instruments: tuple[str, ...]) -> Q:
+    """Patients with at least one of `instruments` due (DESIGN §8), in SQL, each in their own local
+    calendar: one condition per distinct (time zone, clinic interval) pair in the caseload (one query to
+    find them). Active: the latest session started at or after local midnight of today − 29. Due: never
+    administered, or today ≥ the local date of the last administration + the interval, which is the last
+    administration before local midnight of (today − interval + 1). `due_marks` reads the same rule from
+    the annotated values with `reports.cadence`, so a filtered row always carries its mark."""
+    pairs = set(rows.order_by().values_list("zone", "clinic__measure_interval_days").distinct())
+    condition = Q(pk__in=[])
+    for zone, interval in sorted(pairs):
+        today = local_today(zone, now)
+        window_start = local_midnight(today - timedelta(days=cadence.ACTIVE_WINDOW_DAYS - 1), zone)
+        last_before = local_midnight(today - timedelta(days=interval - 1), zone)
+        due = Q(pk__in=[])
+        for code in instruments:
+            due |= Q(**{f"{code}_last_at__isnull": True}) | Q(**{f"{code}_last_at__lt": last_before})
+        condition |= Q(zone=zone, clinic__measure_interval_days=interval, last_session_at__gte=window_start) & due
+    return condition
+
+
+def due_marks(patient: CaseloadPatient, now: datetime) -> list[cadence.Due]:
+    """The measures due for a caseload row (DESIGN §8), from its annotations: the same rule and inputs as
+    `reports.selectors.measures_due`, without a query."""
+    zone = patient.zone
+    today = local_today(zone, now)
+    window_start = local_midnight(today - timedelta(days=cadence.ACTIVE_WINDOW_DAYS - 1), zone)
+    active = patient.last_session_at is not None and patient.last_session_at >= window_start
+    tzinfo = ZoneInfo(zone)
+    last: dict[str, tuple[date, datetime] | None] = {}
+    for instrument in CADENCE_INSTRUMENTS:
+        at = cast("datetime | None", getattr(patient, f"{instrument.code}_last_at"))
+        last[instrument.code] = (at.astimezone(tzinfo).date(), at) if at is not None else None
+    return cadence.due_measures(
+        today=today,
+        interval_days=patient.clinic.measure_interval_days,
+        active=active,
+        last_administered=last,
+        instruments=[i.code for i in CADENCE_INSTRUMENTS],
+    )
 
 
 def caseload_rows(
@@ -157,8 +228,10 @@ def caseload_rows(
 ) -> QuerySet[CaseloadPatient]:
     """The therapist's patients with everything the caseload shows, in one query (the stored analytics
     summary, first and latest questionnaire totals and their counts, open alerts: how many, the most
-    severe, and whether one is a PHQ-9 item 9 alert). `now` is for tests; the default is the clock."""
+    severe, and whether one is a PHQ-9 item 9 alert; the latest session and administrations, for the due
+    measures; the stored not-on-track results). `now` is for tests; the default is the clock."""
     query = query or CaseloadQuery()
+    now = now or timezone.now()
     most_severe = _open_alerts().annotate(rank=severity_rank()).order_by("rank").values("rank")[:1]
     rows = (
         caseload_for_user(user)
@@ -175,6 +248,14 @@ def caseload_rows(
             # urgent 3, high 2, moderate 1, no open alert 0: "more is worse", for sorting
             alert_level=Coalesce(len(SEVERITY_ORDER) - F("open_rank"), 0),
             open_item9=Exists(_open_alerts().filter(kind=AlertKind.ITEM9)),
+            zone=_patient_tz(),
+            last_session_at=_last_session_at(),
+            phq9_last_at=_last_administered_at(PHQ9.code),
+            gad7_last_at=_last_administered_at(GAD7.code),
+            phq9_off_track_basis=_off_track(PHQ9.code, "basis"),
+            phq9_off_track_inputs=_off_track(PHQ9.code, "trajectory"),
+            gad7_off_track_basis=_off_track(GAD7.code, "basis"),
+            gad7_off_track_inputs=_off_track(GAD7.code, "trajectory"),
         )
     )
     if query.search:
@@ -182,12 +263,17 @@ def caseload_rows(
     if "at_risk" in query.filters:
         rows = rows.filter(Q(risk_flag=True) | Q(summary__dropout_risk_score__gt=analytics.DROPOUT_HIGH))
     if "inactive_7d" in query.filters:
-        rows = _inactive_for_a_week(rows, now or timezone.now())
+        rows = _inactive_for_a_week(rows, now)
     if "deteriorating" in query.filters:
         rows = rows.filter(
             Q(phq9_last__gte=F("phq9_first") + PHQ9.reliable_change)
             | Q(gad7_last__gte=F("gad7_first") + GAD7.reliable_change)
         )
+    for instrument in CADENCE_INSTRUMENTS:
+        if f"{instrument.code}_due" in query.filters:
+            rows = rows.filter(_due_condition(rows, now, (instrument.code,)))
+    if "not_on_track" in query.filters:
+        rows = rows.filter(Exists(MeasureStatus.objects.filter(patient=OuterRef("pk"), not_on_track=True)))
     if query.sort == "attention":
         return rows.order_by(*ATTENTION_ORDER, "player_id")
     order = [
@@ -204,6 +290,62 @@ class MeasureCell:
     count: int  # scores on this measure
     change: int | None  # since the first score; None with one score
     reliable: str | None  # "improvement" | "deterioration" | None: reliable change from the first score
+
+
+@dataclass(frozen=True)
+class DueMark:
+    """A questionnaire due for a caseload row (DESIGN §8)."""
+
+    label: str  # "PHQ-9 due"
+    due_since: date | None  # None: never administered
+    explanation: str  # the tooltip: since when, or that it was never given
+
+
+@dataclass(frozen=True)
+class OffTrackMark:
+    """A measure's stored "not on track" result (DESIGN §8), with its basis and inputs in words."""
+
+    basis: str  # "clinic_reference" | "no_reliable_improvement"
+    explanation: str
+
+
+def due_mark(instrument: Instrument, due: cadence.Due | None, interval_days: int) -> DueMark | None:
+    if due is None:
+        return None
+    if due.due_since is None:
+        explanation = f"{instrument.name} has never been given to this patient."
+    else:
+        last = due.due_since - timedelta(days=interval_days)
+        explanation = (
+            f"{instrument.name} due since {due.due_since.isoformat()}: last given {last.isoformat()}, "
+            f"and the clinic's interval is {interval_days} days."
+        )
+    return DueMark(label=f"{instrument.name} due", due_since=due.due_since, explanation=explanation)
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def off_track_mark(instrument: Instrument, basis: str | None, inputs: dict[str, Any] | None) -> OffTrackMark | None:
+    """The words for a stored not-on-track result: "week 8: 17 is above the clinic's 75th percentile 14.5
+    (12 patients, 30 scores)" or "week 9: 16 is still at caseness (10 or more), with no reliable
+    improvement since the first score"."""
+    if not basis:
+        return None
+    inputs = inputs or {}
+    week, latest = inputs.get("week"), inputs.get("latest")
+    if basis == "clinic_reference":
+        explanation = (
+            f"Week {week}: {latest} is above the clinic's 75th percentile {_number(inputs.get('p75'))} "
+            f"({inputs.get('n_patients')} patients, {inputs.get('n_scores')} scores)."
+        )
+    else:
+        explanation = (
+            f"Week {week}: {latest} is still at caseness ({instrument.caseness_threshold} or more), with no "
+            "reliable improvement since the first score (no clinic reference at this week)."
+        )
+    return OffTrackMark(basis=basis, explanation=f"{instrument.name} not on track. {explanation}")
 
 
 @dataclass(frozen=True)
@@ -245,6 +387,10 @@ class CaseloadCells(CaseloadAnnotations):
     phq9: MeasureCell | None
     gad7: MeasureCell | None
     alert_cell: AlertCell | None
+    phq9_due: DueMark | None
+    gad7_due: DueMark | None
+    phq9_off_track: OffTrackMark | None
+    gad7_off_track: OffTrackMark | None
 
 
 if TYPE_CHECKING:
@@ -252,12 +398,24 @@ if TYPE_CHECKING:
 
 
 def caseload_page(
-    user: User, query: CaseloadQuery, page_number: int | str | None, per_page: int = 25
+    user: User,
+    query: CaseloadQuery,
+    page_number: int | str | None,
+    per_page: int = 25,
+    now: datetime | None = None,
 ) -> Page[CaseloadRow]:
-    """One page of the caseload, each row decorated with its display cells (no further queries)."""
+    """One page of the caseload, each row decorated with its display cells and marks (no further
+    queries). `now` is for tests; the default is the clock."""
+    now = now or timezone.now()
     # Typed as the rows it holds once decorated, below.
-    page = cast("Page[CaseloadRow]", Paginator(caseload_rows(user, query), per_page).get_page(page_number))
+    page = cast("Page[CaseloadRow]", Paginator(caseload_rows(user, query, now), per_page).get_page(page_number))
     for patient in page.object_list:
+        due = {d.instrument: d for d in due_marks(patient, now)}
+        interval = patient.clinic.measure_interval_days
+        patient.phq9_due = due_mark(PHQ9, due.get(PHQ9.code), interval)
+        patient.gad7_due = due_mark(GAD7, due.get(GAD7.code), interval)
+        patient.phq9_off_track = off_track_mark(PHQ9, patient.phq9_off_track_basis, patient.phq9_off_track_inputs)
+        patient.gad7_off_track = off_track_mark(GAD7, patient.gad7_off_track_basis, patient.gad7_off_track_inputs)
         summary = getattr(patient, "summary", None)
         patient.dropout = dropout_cell(summary.dropout_risk_score if summary else None)
         patient.phq9 = _measure_cell(PHQ9, patient.phq9_first, patient.phq9_last, patient.phq9_count)
@@ -269,6 +427,25 @@ def caseload_page(
             else None
         )
     return page
+
+
+@dataclass(frozen=True)
+class DigestRow:
+    """A patient of the daily digest: the player id and the measures due, nothing clinical."""
+
+    player_id: str
+    due: list[cadence.Due]
+
+
+def caseload_due_rows(user: User, clinic_id: int, now: datetime | None = None) -> list[DigestRow]:
+    """The therapist's patients in one clinic with a questionnaire due today (DESIGN §8), by player id:
+    the caseload's own rows, filtered by the same SQL as its "PHQ-9 due" / "GAD-7 due" filters (either
+    one) and marked by the same `due_marks`, so the digest and the caseload cannot disagree. Two queries."""
+    now = now or timezone.now()
+    rows = caseload_rows(user, CaseloadQuery(sort="player_id"), now).filter(clinic_id=clinic_id)
+    rows = rows.filter(_due_condition(rows, now, tuple(i.code for i in CADENCE_INSTRUMENTS)))
+    found = [DigestRow(player_id=patient.player_id, due=due_marks(patient, now)) for patient in rows]
+    return [row for row in found if row.due]
 
 
 def _first_data_at() -> Coalesce:
