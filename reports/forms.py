@@ -41,3 +41,23 @@ class ClinicPeriodForm(PeriodForm):
     def selected_clinic(self):
         slug = self.cleaned_data.get("clinic") if self.is_valid() else None
         return self.clinics.get(slug) or next(iter(self.clinics.values()), None)
+
+
+class NoteForm(forms.Form):
+    """A clinical note: the date it is about (the clinic's calendar) and its text. The service
+    (`reports.notes`) checks both again and is what decides; the form parses the date and keeps what was
+    typed when the page is shown again with an error."""
+
+    written_on = forms.DateField(
+        label="Date",
+        # An <input type="date"> takes ISO dates only, whatever the language of the page.
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        input_formats=["%Y-%m-%d"],
+        error_messages={"required": "Give the date."},
+    )
+    body = forms.CharField(
+        label="Note",
+        strip=False,
+        required=False,  # an empty note gets the service's message, like every other check of the text
+        widget=forms.Textarea(attrs={"rows": 5, "maxlength": 10000}),
+    )

@@ -1,20 +1,24 @@
 """Pages of the outcome reports and of alerts. Thin: check access, read the form, call a selector or a
 service, render or redirect."""
 
+from pathlib import Path
+
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.contrib.staticfiles import finders
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import urlencode
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
-from reports import alerts, selectors
+from reports import alerts, notes, patient_report, selectors
 from reports.exports import aggregate_csv_rows, caseload_csv_rows, csv_text
-from reports.forms import ClinicPeriodForm, PeriodForm
+from reports.forms import ClinicPeriodForm, NoteForm, PeriodForm
 from reports.models import Alert
-from tracking import access
+from tracking import access, read_models
 from tracking.models import AuditAction, Role
 
 THERAPISTS = [Role.THERAPIST]
@@ -30,6 +34,122 @@ def patient_outcomes(request, player_id: str):
     )
     access.audit_read(request.user, [patient])
     return response
+
+
+# ----- clinical notes (the patient page shows them: templates/reports/_notes.html) -----------------
+
+
+def _notes_anchor(player_id: str) -> str:
+    return reverse("patient", args=[player_id]) + "#notes"
+
+
+def _form_with_errors(form: NoteForm, error: ValidationError) -> None:
+    for field, messages_ in error.message_dict.items():
+        form.add_error(field if field in form.fields else None, messages_)
+
+
+@require_POST
+def note_add(request, player_id: str):
+    """A therapist who may see the patient writes a note. Saved: back to the notes; refused: the form
+    again with what was typed and the errors (400)."""
+    patient = access.patient_for_user(request.user, player_id)
+    form = NoteForm(request.POST)
+    if form.is_valid():
+        try:
+            notes.note_create(patient=patient, author=request.user, **form.cleaned_data)
+        except ValidationError as error:
+            _form_with_errors(form, error)
+        else:
+            messages.success(request, "Note saved.")
+            return redirect(_notes_anchor(player_id))
+    return render(request, "reports/note_form.html", {"patient": patient, "form": form, "note": None}, status=400)
+
+
+def _own_note(request, player_id: str, note_id: int):
+    """The patient (access checked) and one of its notes written by the user: 404 for a note of
+    another patient, 403 (recorded as a denied access) for another author's note."""
+    patient = access.patient_for_user(request.user, player_id)
+    note = patient_report.note_of_patient(patient, note_id)
+    if note is None:
+        raise Http404("No such note.")
+    if note.author_id != request.user.pk:
+        notes.note_edit_refused(note=note, user=request.user)
+        raise PermissionDenied("Only the author of a note can edit it.")
+    return patient, note
+
+
+@require_http_methods(["GET", "POST"])
+def note_edit(request, player_id: str, note_id: int):
+    patient, note = _own_note(request, player_id, note_id)
+    if request.method == "POST":
+        form = NoteForm(request.POST)
+        if form.is_valid():
+            try:
+                notes.note_edit(note=note, user=request.user, **form.cleaned_data)
+            except ValidationError as error:
+                _form_with_errors(form, error)
+            else:
+                messages.success(request, "Note updated; the earlier version is kept in its history.")
+                return redirect(_notes_anchor(player_id))
+        return render(request, "reports/note_form.html", {"patient": patient, "form": form, "note": note}, status=400)
+    form = NoteForm(initial={"written_on": note.written_on, "body": note.body})
+    response = render(request, "reports/note_form.html", {"patient": patient, "form": form, "note": note})
+    access.audit_read(request.user, [patient], detail={"note": note.pk})
+    return response
+
+
+def note_history(request, player_id: str, note_id: int):
+    """A note and its earlier versions: for every therapist who may see the patient."""
+    patient = access.patient_for_user(request.user, player_id)
+    note = patient_report.note_of_patient(patient, note_id)
+    if note is None:
+        raise Http404("No such note.")
+    context = {"patient": patient, "note": patient_report.note_history(note)}
+    response = render(request, "reports/note_history.html", context)
+    access.audit_read(request.user, [patient], detail={"note": note.pk})
+    return response
+
+
+# ----- the patient report (HTML and PDF from one template) ----------------------------------------
+
+
+def _patient_report(request, player_id: str):
+    patient = access.patient_for_user(request.user, player_id)
+    report = patient_report.patient_report(
+        patient, viewer=request.user, engagement=read_models.read_model_or_recompute(patient)
+    )
+    return patient, {"patient": patient, "report": report}
+
+
+def patient_report_page(request, player_id: str):
+    patient, context = _patient_report(request, player_id)
+    response = render(request, "reports/patient_report.html", context)
+    response["Cache-Control"] = "no-store"
+    access.audit_read(
+        request.user, [patient], action=AuditAction.EXPORT, detail={"report": "patient", "format": "html"}
+    )
+    return response
+
+
+def patient_report_pdf(request, player_id: str):
+    patient, context = _patient_report(request, player_id)
+    html = render_to_string("reports/patient_report.html", {**context, "pdf": True}, request=request)
+    response = HttpResponse(_pdf(html), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="patient-report-{patient.player_id}.pdf"'
+    response["Cache-Control"] = "no-store"
+    access.audit_read(request.user, [patient], action=AuditAction.EXPORT, detail={"report": "patient", "format": "pdf"})
+    return response
+
+
+def _pdf(html: str) -> bytes:
+    """The report's HTML as a PDF, by WeasyPrint with the report's stylesheet and Debian's fonts. It
+    fetches nothing: the charts are inline SVG, and every URL (file, http, data) is refused."""
+    import weasyprint  # loaded on first use: it takes a moment, and only this view needs it
+
+    css = Path(finders.find("css/report.css")).read_text(encoding="utf-8")
+    fetcher = weasyprint.URLFetcher(allowed_protocols=[])
+    document = weasyprint.HTML(string=html, url_fetcher=fetcher, base_url=None)
+    return document.write_pdf(stylesheets=[weasyprint.CSS(string=css, url_fetcher=fetcher)])
 
 
 # ----- alerts -------------------------------------------------------------------------------------

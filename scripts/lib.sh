@@ -32,15 +32,26 @@ ensure_venv() {
   fi
 }
 
-# Headless Chromium for the browser tests: Debian's package (Playwright cannot download browsers here).
+# Debian packages the tests need: headless Chromium for the browser tests (Playwright cannot download
+# browsers here), and for the patient report's PDF WeasyPrint's Pango and HarfBuzz, Debian's DejaVu fonts
+# and poppler-utils (pdftoppm, which the tests use to look at a PDF's first page). Only the missing ones
+# are installed, after one `apt-get update`; nothing is done when all are present.
+PDF_PACKAGES="libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils"
+
 ensure_chromium() {
-  if [ -n "${CHROMIUM_PATH:-}" ] || command -v chromium >/dev/null 2>&1; then return 0; fi
+  local missing="" package
+  if [ -z "${CHROMIUM_PATH:-}" ] && ! command -v chromium >/dev/null 2>&1; then missing="chromium"; fi
+  for package in $PDF_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
+  done
+  [ -n "$missing" ] || return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "Installing Chromium (Debian package)"
+    say "Installing Debian packages:$missing"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
+    # shellcheck disable=SC2086 (one word per package)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing fonts-dejavu-core >/dev/null
   else
-    echo "Chromium is needed for the browser tests: install Debian's 'chromium' package or set CHROMIUM_PATH." >&2
+    echo "The tests need these Debian packages:$missing (or set CHROMIUM_PATH for Chromium)." >&2
     return 1
   fi
 }

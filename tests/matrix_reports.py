@@ -14,6 +14,22 @@ CLINIC_ADMINS_ONLY = [302, 403, 403, 200, 403, 403]
 
 MATRIX: dict[str, tuple[str, str, list[int]]] = {
     "patients/<str:player_id>/outcomes/": ("GET", "/patients/p-a1/outcomes/", PATIENT_READ),
+    # Clinical notes: written and read by the patient's therapists only. An empty POST is a 400 (the form
+    # names the missing fields); a note that does not exist, 404.
+    "patients/<str:player_id>/notes/": ("POST", "/patients/p-a1/notes/", [302, 400, 404, 403, 403, 404]),
+    "patients/<str:player_id>/notes/<int:note_id>/": (
+        "GET",
+        "/patients/p-a1/notes/999999/",
+        [302, 404, 404, 403, 403, 404],
+    ),
+    "patients/<str:player_id>/notes/<int:note_id>/history/": (
+        "GET",
+        "/patients/p-a1/notes/999999/history/",
+        [302, 404, 404, 403, 403, 404],
+    ),
+    # The patient report and its PDF: clinical detail.
+    "patients/<str:player_id>/report/": ("GET", "/patients/p-a1/report/", PATIENT_READ),
+    "patients/<str:player_id>/report.pdf": ("GET", "/patients/p-a1/report.pdf", PATIENT_READ),
     "outcomes/": ("GET", "/outcomes/", THERAPISTS_ONLY),
     "outcomes/export.csv": ("GET", "/outcomes/export.csv", THERAPISTS_ONLY),
     "outcomes/print/": ("GET", "/outcomes/print/", THERAPISTS_ONLY),

@@ -19,6 +19,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
 from reports.models import Alert
+from reports.notes import note_create
 from tests.conftest import logged_in
 from tests.factories import PASSWORD, CareAssignmentFactory, PatientFactory
 from tests.matrix_console import NO_PATIENT_DATA as CONSOLE_NO_PATIENT_DATA
@@ -46,6 +47,12 @@ PATIENT_READS = {
     "api/v1/patients/<str:player_id>/fhir": ("/api/v1/patients/p-a1/fhir", "patient.read"),
     "api/v1/patients/<str:player_id>/measures-due": ("/api/v1/patients/p-a1/measures-due", "patient.read"),
     "api/v1/patients/<str:player_id>/effectiveness": ("/api/v1/patients/p-a1/effectiveness", "patient.read"),
+    # A clinical note's edit form and its history show its text ({note}: the data fixture's note).
+    "patients/<str:player_id>/notes/<int:note_id>/": ("/patients/p-a1/notes/{note}/", "patient.read"),
+    "patients/<str:player_id>/notes/<int:note_id>/history/": ("/patients/p-a1/notes/{note}/history/", "patient.read"),
+    # The patient report, on screen (printable) and as a PDF: exports, as the other print pages.
+    "patients/<str:player_id>/report/": ("/patients/p-a1/report/", "export"),
+    "patients/<str:player_id>/report.pdf": ("/patients/p-a1/report.pdf", "export"),
 }
 # URLs of one patient that return none of its data: a write (recorded as its own action, tested below)
 # or the event stream, which carries only "changed" pings. Walked as every forbidden persona.
@@ -62,6 +69,7 @@ PATIENT_NOT_READS = {
     "patients/<str:player_id>/alerts/<int:alert_id>/acknowledge": ("POST", "/patients/p-a1/alerts/{alert}/acknowledge"),
     "patients/<str:player_id>/alerts/acknowledge": ("POST", "/patients/p-a1/alerts/acknowledge"),
     "patients/<str:player_id>/risk-flag/clear": ("POST", "/patients/p-a1/risk-flag/clear"),
+    "patients/<str:player_id>/notes/": ("POST", "/patients/p-a1/notes/"),  # note.write, tests/test_notes.py
     "api/v1/patients/<str:player_id>/highlights/<int:highlight_id>/celebrated": (
         "POST",
         "/api/v1/patients/p-a1/highlights/{highlight}/celebrated",
@@ -176,10 +184,12 @@ def data(personas, api, patient_a, clinic, therapist_a):
         patient=patient_a, type="practice", title="Practise", priority=1, reasoning=CANARY
     )
     highlight = ProgressHighlight.objects.create(patient=patient_a, title="First skill", achieved_at=NOW)
+    note = note_create(patient=patient_a, author=therapist_a, written_on=NOW.date() - timedelta(days=1), body=CANARY)
     return {
         "alert": Alert.objects.filter(patient=patient_a, alert_id="a-1").get().pk,
         "recommendation": recommendation.pk,
         "highlight": highlight.pk,
+        "note": note.pk,
     }
 
 
@@ -213,11 +223,12 @@ PERMITTED = [(route, "therapist_a") for route in PATIENT_READS] + [
 def test_a_permitted_read_leaves_exactly_one_read_event_naming_the_patient(data, clients, route, persona):
     path, action = PATIENT_READS[route]
     since = last_id()
-    response = clients[persona].get(path)
+    response = clients[persona].get(path.format(**data))
     assert response.status_code == 200
     [event] = new_events(since)
     assert (event.action, event.patients, event.outcome) == (action, ["p-a1"], "ok")
-    assert event.object == "patient:p-a1"
+    # An export names the patient in `patients` (as the caseload's exports do); a read also in `object`.
+    assert event.object == ("patient:p-a1" if action == "patient.read" else "")
     assert event.chain == "northside"
     if persona == "token":
         assert (event.actor, event.role) == ("token:game", "")
@@ -454,9 +465,12 @@ def test_no_note_reason_or_game_text_appears_in_any_event(data, clients, patient
     client = clients["therapist_a"]
     client.post(f"/patients/p-a1/alerts/{data['alert']}/acknowledge", {"note": CANARY})
     client.post("/patients/p-a1/risk-flag/clear", {"note": CANARY})
+    client.post("/patients/p-a1/notes/", {"written_on": NOW.date().isoformat(), "body": "second " + CANARY})
+    client.post(f"/patients/p-a1/notes/{data['note']}/", {"written_on": NOW.date().isoformat(), "body": "ed " + CANARY})
     for path, _ in PATIENT_READS.values():
-        client.get(path)
+        assert client.get(path.format(**data)).status_code == 200
         clients["token"].get(path) if path.startswith("/api/") else None
+    assert AuditEvent.objects.filter(action="note.write").count() == 3  # the fixture's, a second, the edit
     for path, _, persona in COLLECTION_READS.values():
         clients[persona].get(path)
     assert AuditEvent.objects.count() > 20
