@@ -12,7 +12,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.db.models import Count, F
 
-from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
+from reports.models import Alert, AlertKind, AlertSeverity, MeasureStatus, OutcomeResponse
+from reports.selectors import measures_due
 from tracking.models import (
     CareAssignment,
     Clinic,
@@ -210,3 +211,19 @@ def test_bad_arguments_are_refused():
         seed("--patients", "0")
     with pytest.raises(CommandError, match="--days"):
         seed("--days", "0")
+
+
+@pytest.mark.django_db
+def test_the_demo_shows_every_state_of_cadence_and_expected_recovery():
+    """DESIGN §8 in the demo: measures due and not due; on track, and not on track on each basis."""
+    seed()
+    statuses = set(MeasureStatus.objects.values_list("not_on_track", "basis"))
+    assert {(False, "clinic_reference"), (True, "clinic_reference")} <= statuses
+    assert {(False, "no_reliable_improvement"), (True, "no_reliable_improvement"), (None, "")} <= statuses
+    stalled = MeasureStatus.objects.get(not_on_track=True, basis="clinic_reference", patient__clinic__slug="northside")
+    assert stalled.patient.assignments.get().therapist.username == "therapist.anna"  # the first demo login's
+    assert Alert.objects.filter(
+        patient=stalled.patient, kind=AlertKind.NOT_ON_TRACK, notified_at__isnull=False
+    ).exists()
+    due = {bool(measures_due(p, now=NOW)) for p in Patient.objects.select_related("clinic")}
+    assert due == {True, False}

@@ -198,6 +198,9 @@ class PatientPlan:
     streak: bool  # active every day lately (a current streak of at least 8 days)
     risk: bool  # answers PHQ-9 item 9 above 0
     crisis: bool  # the game reports a crisis signal
+    # Started a third of the way in, at caseness and not improving: not on track against the clinic's
+    # expected-recovery reference (DESIGN §8), which the other patients' histories make.
+    stalled: bool = False
 
     @property
     def tz_name(self) -> str:
@@ -235,6 +238,21 @@ def plan_patients(seed: int, count: int) -> list[PatientPlan]:
     at_risk = set(rng.sample(at_risk_candidates, k=min(len(at_risk_candidates), max(1, round(count * 0.03)))))
     crisis = set(rng.sample(list(indexes), k=min(count, max(2, round(count * 0.01)))))
     away = set(rng.sample(list(indexes), k=min(count, max(2, round(count * 0.06)))))
+    # One steady player per clinic who is not improving, on the first therapist's caseload (the first
+    # demo login's), among the first patients so that small seeds have one.
+    stalled: set[int] = set()
+    for clinic_number in range(len(CLINICS)):
+        stalled.update(
+            [
+                i
+                for i in indexes
+                if i % len(CLINICS) == clinic_number
+                and patterns[i] == "steady"
+                and (i // len(CLINICS)) % len(CLINICS[clinic_number].therapists) == 0  # the first therapist's
+                and outcomes[i] == "regular"
+                and i not in at_risk | crisis | away
+            ][:1]
+        )
 
     plans = []
     numbers = Counter()
@@ -255,6 +273,7 @@ def plan_patients(seed: int, count: int) -> list[PatientPlan]:
                 streak=i in streakers,
                 risk=i in at_risk,
                 crisis=i in crisis,
+                stalled=i in stalled,
             )
         )
     return plans
@@ -336,6 +355,8 @@ class _PatientGenerator:
             if self.plan.pattern in ("dropping_out", "returning") or self.plan.risk
             else (0 if rng.random() < 0.7 else rng.randrange(0, max(1, days // 3)))
         )
+        if self.plan.stalled:
+            self.start_day = days // 3
         self.stop_day = days
         self.gap = (0, 0)
         if self.plan.pattern == "dropping_out":
@@ -539,6 +560,8 @@ class _PatientGenerator:
         reliable change 6 and 4 points)."""
         r = self.rng.randint
         match self.plan.trajectory:
+            case _ if self.plan.stalled:  # stays in the middle of the bands, as the reference improves
+                return 17, 17, 16, 16
             case "recovering":  # at caseness, ends below it by a reliable margin: reliable recovery
                 return r(12, 21), r(2, 7), r(10, 17), r(1, 5)
             case "improving":  # reliable improvement, not (yet) recovered

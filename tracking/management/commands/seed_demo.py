@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from reports import expected_recovery
 from reports.alerts import deterioration_alerts
 from reports.models import Alert, AlertSeverity, OutcomeResponse
 from tracking import audit
@@ -109,11 +110,15 @@ class Command(BaseCommand):
             with connection.cursor() as cursor:
                 tables = [m._meta.db_table for m in (Patient, CareAssignment, *_BULK_MODELS)]
                 cursor.execute(f"ANALYZE {', '.join(connection.ops.quote_name(t) for t in tables)}")
-        totals["alerts"] += raise_deterioration_alerts(clinic_ids.values())
-        # The seeded alerts are history: nobody is e-mailed about them, and urgent ones are not escalated.
-        seeded = Alert.objects.filter(clinic_id__in=list(clinic_ids.values()))
-        seeded.update(notified_at=now)
-        seeded.filter(severity=AlertSeverity.URGENT).update(escalated_at=now)
+        # The seeded alerts are history: nobody is e-mailed about them, and urgent ones are not escalated
+        # (marked in the transaction that raises them, so the e-mail tasks sent at its commit find them sent).
+        with transaction.atomic():
+            totals["alerts"] += raise_deterioration_alerts(clinic_ids.values())
+            # Expected recovery (DESIGN §8): each clinic's references and its patients' not-on-track results.
+            totals["alerts"] += sum(expected_recovery.clinic_refresh(pk) for pk in clinic_ids.values())
+            seeded = Alert.objects.filter(clinic_id__in=list(clinic_ids.values()))
+            seeded.update(notified_at=now)
+            seeded.filter(severity=AlertSeverity.URGENT).update(escalated_at=now)
         audited = seed_audit_history(now)
 
         self.stdout.write(
