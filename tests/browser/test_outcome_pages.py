@@ -170,3 +170,34 @@ def test_clinic_report_page(page, live_server, clinic, clinic_admin, therapist_a
     page.goto(f"{live_server.url}/clinic/report/print/")
     screenshot(page, "outcomes-clinic-print")
     assert page.console_errors == []
+
+
+def test_the_expected_recovery_band_is_drawn(page, live_server, clinic, therapist_a, patient_a):
+    """Ten patients who started moderately severe and improved make the clinic's reference; patient_a, still
+    at 15 in week 4, is above its 75th percentile: the band, the median and "Not on track" are shown."""
+    from reports import expected_recovery
+
+    for i in range(10):
+        patient = PatientFactory(clinic=clinic, player_id=f"ref-{i}")
+        for week in range(7):
+            total = 16 if week == 0 else max(0, 16 - 2 * week + i % 4)
+            OutcomeResponseFactory(patient=patient, total=total, administered_at=T0 + timedelta(weeks=week))
+    OutcomeResponseFactory(patient=patient_a, total=16, administered_at=T0)
+    OutcomeResponseFactory(patient=patient_a, total=15, administered_at=T0 + timedelta(weeks=4))
+    expected_recovery.clinic_refresh(clinic.pk)
+
+    log_in(page, live_server, therapist_a.username, PASSWORD)
+    page.goto(f"{live_server.url}/patients/p-a1/outcomes/")
+    wait_for_charts(page, 1)
+    phq = page.evaluate(TRACES, "phq9")
+    assert by_name(phq, "Expected range (25th–75th percentile)")["x"] == 7  # weeks 0–6
+    assert by_name(phq, "Expected PHQ-9 (median)")["y"] == 7
+    # the band is filled on the page (plotly draws a fill path for the tonexty trace)
+    assert page.locator("[data-instrument=phq9] .scatterlayer .js-fill").count() >= 1
+    status = page.locator("#outcome-phq9 .expected-recovery")
+    assert status.get_attribute("data-expected") == "off"
+    assert "Not on track" in status.inner_text() and "not a prediction" in status.inner_text()
+    assert page.get_by_text("Blue band and dotted line").is_visible()
+    page.locator("#outcome-phq9").scroll_into_view_if_needed()
+    screenshot(page, "outcomes-expected-recovery")
+    assert page.console_errors == []
