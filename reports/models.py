@@ -127,7 +127,7 @@ class Alert(models.Model):
     source_response = models.ForeignKey(
         OutcomeResponse, on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts"
     )
-    # The measures a reliable-deterioration alert names (instrument codes); empty for other kinds.
+    # The measures a reliable-deterioration or not-on-track alert names (instrument codes); empty for others.
     measures = models.JSONField(default=list, blank=True)
     occurred_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)

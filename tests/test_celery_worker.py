@@ -248,3 +248,30 @@ def test_with_the_broker_down_ingest_answers_2xx_and_analytics_converge_once_it_
     summary = wait_until(lambda: ProgressSummary.objects.filter(patient=patient).first(), 90, "the recomputed summary")
     assert summary.current_streak_days == 7
     assert Milestone.objects.filter(patient=patient, title="One Week Streak").exists()
+
+
+def test_new_questionnaires_rebuild_the_reference_and_raise_the_not_on_track_alert(worker, api, clinic, settings):
+    """Outcome ingest → (debounced) the clinic's reference rebuilt by the worker, the patient judged, and
+    the moderate not-on-track alert raised once (DESIGN §8)."""
+    from reports.models import Alert, AlertKind, MeasureStatus, TrajectoryReference
+
+    settings.REFERENCE_DEBOUNCE_SECONDS = 0.5
+    now = timezone.now()
+    outcomes = [
+        {"response_id": f"stuck-{n}", "player_id": "stuck", "instrument": "phq9", "total": total,
+         "administered_at": (now - timedelta(weeks=weeks)).isoformat()}
+        for n, (weeks, total) in enumerate([(7, 16), (3, 16), (0, 15)])
+    ]  # fmt: skip
+    assert post(api, {"outcomes": outcomes}).status_code == 201
+    reference = wait_until(lambda: TrajectoryReference.objects.filter(clinic=clinic, instrument="phq9").first(),
+                           what="the reference")  # fmt: skip
+    assert reference.group_size == 1 and reference.data["bands"] == {}  # 1 patient: no reference at any week
+    status = wait_until(
+        lambda: MeasureStatus.objects.filter(patient__player_id="stuck", instrument="phq9", not_on_track=True).first(),
+        what="the not-on-track result",
+    )
+    assert status.basis == "no_reliable_improvement" and status.trajectory["week"] == 7
+    alert = wait_until(lambda: Alert.objects.filter(kind=AlertKind.NOT_ON_TRACK).first(), what="the alert")
+    assert alert.severity == "moderate" and alert.measures == ["phq9"]
+    wait_until(lambda: Alert.objects.get(pk=alert.pk).notified_at is not None, what="the alert e-mail")
+    assert Alert.objects.filter(kind=AlertKind.NOT_ON_TRACK).count() == 1
