@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
-WIDTH, HEIGHT = 680, 250
-LEFT, RIGHT, TOP, BOTTOM = 38, 128, 14, 38
+WIDTH, HEIGHT = 700, 250
+LEFT, RIGHT, TOP, BOTTOM = 38, 150, 14, 38
 BAND_FILL = {
     "minimal": "#e8f3ea",
     "mild": "#f3f4e2",
@@ -57,6 +57,8 @@ def outcome_chart_svg(instrument: Mapping[str, Any]) -> str:
     if end - start < timedelta(days=14):  # room on either side of one score or a short series
         pad = (timedelta(days=14) - (end - start)) / 2
         start, end = start - pad, end + pad
+    margin = (end - start) * 0.04  # keep the first and last points and their labels off the axes
+    start, end = start - margin, end + margin
     span = (end - start).total_seconds()
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
