@@ -288,3 +288,33 @@ def test_notes_are_listed_newest_first(patient_a, therapist_a):
         )
     page = logged_in(therapist_a).get("/patients/p-a1/").content.decode()
     assert page.index("Newest entry") < page.index("Middle entry") < page.index("Oldest entry")
+
+
+def test_the_notes_cost_the_same_queries_for_1_and_15_notes(patient_a, therapist_a, therapist_b):
+    """The patient page and the report read the notes (authors and revision counts included) in one
+    query, whatever their number."""
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import CareAssignmentFactory
+
+    CareAssignmentFactory(patient=patient_a, therapist=therapist_b)
+    client = logged_in(therapist_a)
+    first = notes.note_create(patient=patient_a, author=therapist_a, written_on=today(patient_a), body="one")
+    client.get("/patients/p-a1/")  # warm: the analytics are computed once
+    client.get("/patients/p-a1/report/")
+
+    def queries(path: str) -> int:
+        with CaptureQueriesContext(db) as captured:
+            assert client.get(path).status_code == 200
+        return len(captured.captured_queries)
+
+    few = {path: queries(path) for path in ("/patients/p-a1/", "/patients/p-a1/report/")}
+    notes.note_edit(note=first, user=therapist_a, written_on=first.written_on, body="one, edited")
+    for n in range(14):
+        author = therapist_a if n % 2 else therapist_b
+        note = notes.note_create(patient=patient_a, author=author, written_on=today(patient_a), body=f"note {n}")
+        notes.note_edit(note=note, user=author, written_on=note.written_on, body=f"note {n}, edited")
+    many = {path: queries(path) for path in few}
+    assert many == few
+    assert logged_in(therapist_a).get("/patients/p-a1/").content.decode().count('class="note-item"') == 15
