@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from django.test.utils import isolate_apps
 from django.utils import timezone
 
 from reports.alerts import alert_raise
-from reports.models import Alert, AlertKind, AlertSeverity
+from reports.models import Alert, AlertKind, AlertSeverity, ClinicalNote, ClinicalNoteRevision
 from tests.conftest import logged_in
 from tests.factories import PASSWORD, CareAssignmentFactory, ClinicFactory, PatientFactory, UserFactory
 from tracking import fields
@@ -379,6 +379,9 @@ def make_everything() -> dict[str, object]:
         expires_at=now + timedelta(hours=1),
     )
     device = AuthenticatorDevice.objects.create(user=user, name="phone")
+    note = ClinicalNote.objects.create(patient=patient, author=user, written_on=date(2026, 1, 2), body="first words")
+    ClinicalNoteRevision.objects.create(note=note, written_on=note.written_on, body=note.body, replaced_at=now)
+    ClinicalNote.objects.filter(pk=note.pk).update(body="second words " + NON_ASCII)  # a ClinicalNoteEvent
     return {"patient": patient, "device": device, "totp_key": device.key}
 
 

@@ -57,11 +57,13 @@ def test_ingest_answers_2xx_and_the_alert_reaches_the_therapist(
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = api.post("/api/v1/ingest", json.dumps(batch), content_type="application/json")
     assert response.status_code == 201
-    # Two announcements after commit (tracking.signals): the data changed (recompute, live-update bump) and
-    # alerts were raised (live-update bump, alert e-mails). Each receiver failed quietly:
-    assert len(callbacks) == 2
+    # Three announcements after commit (tracking.signals): the data changed (recompute, live-update bump),
+    # alerts were raised (live-update bump, alert e-mails) and outcomes were stored (the clinic's
+    # expected-recovery rebuild). Each receiver failed quietly:
+    assert len(callbacks) == 3
     enqueue_failures = [r.getMessage() for r in caplog.records if "could not enqueue" in r.getMessage()]
     assert any("recompute_patient_analytics" in m for m in enqueue_failures)
+    assert any("rebuild_references" in m for m in enqueue_failures)
     assert sum("notify_alert" in m for m in enqueue_failures) == 2
     assert any("live bump failed" in r.getMessage() for r in caplog.records)
     assert set(Alert.objects.filter(patient=patient_a).values_list("kind", "severity")) == {
