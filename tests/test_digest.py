@@ -1,15 +1,10 @@
 """The daily measures-due digest (DESIGN §8), sent through a real SMTP server on a local port.
 
-The server is a small threaded SMTP responder written here (the project has no SMTP library among its
-dependencies): Django's SMTP backend talks the real protocol to it over TCP, and it can refuse one address
-with a 550 as a real mail server would. The clock is moved with time_machine, as the hourly beat would
-find it."""
+The server is aiosmtpd (tests/smtp.py): Django's SMTP backend talks the real protocol to it over TCP, and
+it can refuse one address with a 550 as a real mail server would. The clock is moved with time_machine, as
+the hourly beat would find it."""
 
-import email
-import email.policy
 import re
-import socketserver
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,6 +21,7 @@ from tests.factories import (
     PatientFactory,
     TherapySessionFactory,
 )
+from tests.smtp import SMTPServer, use_smtp
 from tracking import selectors
 from tracking.models import Role
 from tracking.selectors import CaseloadQuery
@@ -39,77 +35,14 @@ LONDON_7 = DAY + timedelta(hours=6, minutes=5)  # 07:05 in London
 NEW_YORK_7 = DAY + timedelta(hours=11, minutes=5)  # 07:05 in New York
 
 
-class _SMTPHandler(socketserver.StreamRequestHandler):
-    """Just enough SMTP (RFC 5321) for smtplib: greeting, EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT."""
-
-    def reply(self, line: str) -> None:
-        self.wfile.write(line.encode() + b"\r\n")
-
-    def handle(self) -> None:
-        server: SMTPServer = self.server  # type: ignore[assignment]
-        self.reply("220 test.smtp ready")
-        sender, recipients = "", []
-        while line := self.rfile.readline():
-            command = line.decode().strip()
-            verb = command[:4].upper()
-            if verb in ("EHLO", "HELO"):
-                self.reply("250 test.smtp")
-            elif verb == "MAIL":
-                sender, recipients = command.split(":", 1)[1].strip(" <>"), []
-                self.reply("250 OK")
-            elif verb == "RCPT":
-                address = command.split(":", 1)[1].strip(" <>")
-                if address in server.refused:
-                    self.reply("550 5.1.1 no such user here")
-                else:
-                    recipients.append(address)
-                    self.reply("250 OK")
-            elif verb == "DATA":
-                self.reply("354 end with <CRLF>.<CRLF>")
-                data = b""
-                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
-                    data += chunk[1:] if chunk.startswith(b"..") else chunk
-                server.received.append(
-                    (sender, recipients, email.message_from_bytes(data, policy=email.policy.default))
-                )
-                self.reply("250 OK queued")
-            elif verb in ("RSET", "NOOP"):
-                self.reply("250 OK")
-            elif verb == "QUIT":
-                self.reply("221 bye")
-                return
-            else:
-                self.reply("502 not implemented")
-
-
-class SMTPServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _SMTPHandler)
-        self.received: list = []
-        self.refused: set[str] = set()
-
-    def messages_to(self, address: str) -> list:
-        return [message for _, recipients, message in self.received if address in recipients]
-
-
 @pytest.fixture
 def smtp(settings):
-    server = SMTPServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.server_address[1]
-    settings.EMAIL_USE_TLS, settings.EMAIL_USE_SSL = False, False
-    settings.EMAIL_HOST_USER, settings.EMAIL_HOST_PASSWORD = "", ""
-    settings.EMAIL_TIMEOUT = 5
+    server = SMTPServer().start()
+    use_smtp(settings, server)
     settings.SITE_URL = "https://progress.example.org"
     settings.DIGEST_HOUR = 7
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def _therapist(clinic, username, address, **fields):
