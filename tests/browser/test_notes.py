@@ -83,8 +83,8 @@ def test_a_note_written_on_the_patient_page_appears_and_is_not_in_a_database_dum
     assert item.count() == 1
     assert NOTE in item.inner_text() and "therapist.a" in item.inner_text()
     assert "Note saved." in page.locator(".messages").inner_text()
-    shot = page.locator("#notes").screenshot(path=str(screenshot_path("notes-patient-page")))
-    assert shot
+    assert page.locator("#notes").screenshot(path=str(screenshot_path("notes-patient-page")))
+    screenshot(page, "notes-patient-page-full")
 
     # Edit it: the earlier version is kept and reachable from the list.
     item.get_by_role("link", name="Edit").click()
