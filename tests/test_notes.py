@@ -268,6 +268,8 @@ def test_a_note_of_another_patient_is_404_under_this_patient(note, patients_a, t
     assert client.get(f"/patients/p-a2/notes/{note.pk}/").status_code == 404
     assert client.get(f"/patients/p-a2/notes/{note.pk}/history/").status_code == 404
     assert client.get("/patients/p-a1/notes/999999/").status_code == 404
+    assert client.get("/patients/p-a1/notes/99999999999999999999/").status_code == 404  # beyond a bigint
+    assert client.post("/patients/p-a1/notes/999999/", {"written_on": "2026-01-01", "body": "x"}).status_code == 404
 
 
 def test_reading_a_note_page_is_one_patient_read_event(note, therapist_a):

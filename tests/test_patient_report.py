@@ -196,3 +196,34 @@ def test_the_expected_recovery_band_is_drawn_when_the_series_has_one():
     svg = report_svg.outcome_chart_svg(instrument([point(0, 19), point(21, 17)], expected={"band": band}))
     assert 'class="reference-band"' in svg and 'class="reference-median"' in svg
     assert 'class="reference-band"' not in report_svg.outcome_chart_svg(instrument([point(0, 19)], expected=None))
+
+
+def test_a_patient_not_on_track_against_the_clinic_reference_says_so_and_the_chart_draws_the_band(
+    clinic, patient_a, therapist_a
+):
+    """The clinic's expected-recovery reference (tests/test_expected_recovery.py builds one): p-a1 stays at
+    15 while the group improves, so the report states "Not on track (clinic reference)" and its PHQ-9
+    chart draws the reference band and median."""
+    from reports import expected_recovery
+    from tests.test_expected_recovery import reference_group, score
+
+    reference_group(clinic)
+    score(patient_a, 0, 16)
+    score(patient_a, 4, 15)
+    expected_recovery.clinic_refresh(clinic.pk)
+    client = logged_in(therapist_a)
+    html = client.get("/patients/p-a1/report/").content.decode()
+    assert "Not on track</strong> (clinic reference)" in html
+    assert html.count('class="reference-band"') == 1 and html.count('class="reference-median"') == 1
+    assert "grey band: the clinic's expected recovery for patients starting moderately severe" in html
+    pdf = client.get("/patients/p-a1/report.pdf").content
+    assert pdf.startswith(b"%PDF-")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    source = SCREENSHOTS / "patient-report-not-on-track.pdf"
+    source.write_bytes(pdf)
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(source), str(SCREENSHOTS / "patient-report-nott")],
+        check=True,
+        timeout=60,
+    )
+    assert (SCREENSHOTS / "patient-report-nott-1.png").stat().st_size > 10_000
