@@ -351,5 +351,8 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
         # Every login is in the audit log; axes' own lines would repeat it.
         "axes": {"level": "WARNING"},
+        # The PDF renderer narrates every step at INFO.
+        "weasyprint": {"level": "WARNING"},
+        "fontTools": {"level": "WARNING"},
     },
 }
