@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
@@ -21,6 +22,7 @@ from django.utils import timezone
 from reports import expected_recovery
 from reports.alerts import deterioration_alerts
 from reports.models import Alert, AlertSeverity, OutcomeResponse
+from reports.notes import note_create
 from tracking import audit
 from tracking.demo import CLINICS, Batch, Context, generate_batches, plan_patients
 from tracking.fields import encrypt
@@ -95,7 +97,8 @@ class Command(BaseCommand):
         # (a test's), and not on SQLite (one writer at a time).
         threads = 1 if connection.in_atomic_block or not use_copy else WRITER_THREADS
         totals = dict.fromkeys(("patients", "sessions", "markers", "responses", "alerts"), 0)
-        batches = generate_batches(plan_patients(seed, patients), ctx, BATCH_PATIENTS)
+        plans = plan_patients(seed, patients)
+        batches = generate_batches(plans, ctx, BATCH_PATIENTS)
         for batch in write_batches(batches, sink, threads):
             for name in totals:
                 totals[name] += len(getattr(batch, name))
@@ -119,6 +122,7 @@ class Command(BaseCommand):
             seeded = Alert.objects.filter(clinic_id__in=list(clinic_ids.values()))
             seeded.update(notified_at=now)
             seeded.filter(severity=AlertSeverity.URGENT).update(escalated_at=now)
+        seed_notes([plan for plan in plans if plan.stalled], now)
         audited = seed_audit_history(now)
 
         self.stdout.write(
@@ -606,6 +610,27 @@ def raise_deterioration_alerts(clinic_ids, chunk: int = 500) -> int:
 
 DEMO_TOKEN_ACTOR = "token:game-server"  # noqa: S105 (an actor, not a secret)
 BREAK_GLASS_REASON = "Patient called the crisis line in distress; their therapist is off today and unreachable"
+
+
+DEMO_NOTES = (
+    (17, "Intake review. Low mood most days, sleeping poorly; plays in the evenings. Agreed a weekly check-in "
+     "and to repeat the PHQ-9 and GAD-7 every two weeks."),
+    (3, "Scores have not moved since intake and the dashboard marks the PHQ-9 not on track. Reviewed the plan "
+     "together: adding behavioural activation between sessions; to discuss with supervision."),
+)  # fmt: skip
+
+
+def seed_notes(stalled: Iterable, now: datetime) -> int:
+    """Two clinical notes by the assigned therapist on each stalled demo patient (the not-on-track ones)."""
+    written = 0
+    for plan in stalled:
+        patient = Patient.objects.select_related("clinic").get(clinic__slug=plan.clinic.slug, player_id=plan.player_id)
+        author = get_user_model().objects.get(username=plan.therapist)
+        today = now.astimezone(ZoneInfo(patient.clinic.timezone)).date()
+        for days_ago, body in DEMO_NOTES:
+            note_create(patient=patient, author=author, written_on=today - timedelta(days=days_ago), body=body)
+            written += 1
+    return written
 
 
 def seed_audit_history(now: datetime) -> int:
