@@ -299,24 +299,71 @@ def sessions_between(active_days: Iterable[ActiveDay], first: date, last: date) 
 
 
 def engagement_metrics(history: PatientHistory) -> EngagementMetrics:
+    """The engagement numbers of §4, in one pass over the days (newest first for the windows and the
+    current streak) and one for the longest run."""
     today, days = history.today, history.active_days
-    total_sessions = sum(d.sessions for d in days)
-    total_minutes = sum(d.minutes for d in days)
+    total_sessions = 0
+    total_minutes = 0.0
+    for d in days:
+        total_sessions += d.sessions
+        total_minutes += d.minutes
     last_active = days[-1].day if days else None
-    day_list = [d.day for d in days]
+    week_start, month_start = today - timedelta(days=6), today - timedelta(days=29)
+    previous_start, previous_end = today - timedelta(days=13), today - timedelta(days=7)
+    this_week = this_month = previous_7 = 0
+    for d in reversed(days):
+        if d.day < month_start and d.day < previous_start:
+            break  # ascending days: every older one is outside all the windows
+        if d.day > today:
+            continue
+        if d.day >= month_start:
+            this_month += d.sessions
+        if d.day >= week_start:
+            this_week += d.sessions
+        elif previous_start <= d.day <= previous_end:
+            previous_7 += d.sessions
     return EngagementMetrics(
         total_sessions=total_sessions,
         total_time_minutes=round(total_minutes, 2),
         average_session_length=round(total_minutes / total_sessions, 2) if total_sessions else 0.0,
-        sessions_this_week=sessions_between(days, today - timedelta(days=6), today),
-        sessions_this_month=sessions_between(days, today - timedelta(days=29), today),
-        sessions_last_7=sessions_between(days, today - timedelta(days=6), today),
-        sessions_previous_7=sessions_between(days, today - timedelta(days=13), today - timedelta(days=7)),
+        sessions_this_week=this_week,
+        sessions_this_month=this_month,
+        sessions_last_7=this_week,
+        sessions_previous_7=previous_7,
         last_active_day=last_active,
         days_since_last_active=(today - last_active).days if last_active else None,
-        current_streak_days=current_streak(day_list, today),
-        longest_streak_days=longest_streak(day_list),
+        current_streak_days=_current_streak_of(days, today),
+        longest_streak_days=_longest_run(days),
     )
+
+
+def _current_streak_of(days: Sequence[ActiveDay], today: date) -> int:
+    """`current_streak` over ascending, distinct active days, reading only the run at the end."""
+    one = timedelta(days=1)
+    i = len(days) - 1
+    while i >= 0 and days[i].day > today:  # days after today (a clock skew) are not part of the run
+        i -= 1
+    if i < 0 or days[i].day < today - one:
+        return 0
+    streak, expected = 0, days[i].day
+    while i >= 0 and days[i].day == expected:
+        streak += 1
+        expected -= one
+        i -= 1
+    return streak
+
+
+def _longest_run(days: Sequence[ActiveDay]) -> int:
+    """`longest_streak` over ascending, distinct active days."""
+    longest = run = 0
+    one = timedelta(days=1)
+    previous: date | None = None
+    for d in days:
+        run = run + 1 if previous is not None and d.day - previous == one else 1
+        if run > longest:
+            longest = run
+        previous = d.day
+    return longest
 
 
 def _scored(terms: list[tuple[str, float]], inputs: Mapping[str, Any]) -> ScoredValue:
@@ -474,10 +521,33 @@ def streak_reached_at(active_days: Sequence[ActiveDay], threshold: int) -> datet
     return None
 
 
+def streak_crossings(active_days: Sequence[ActiveDay], thresholds: Iterable[int]) -> dict[int, datetime]:
+    """`streak_reached_at` for several thresholds in one pass over the days: threshold → the start of the
+    first session of the day the first run reached it (thresholds never reached are absent)."""
+    pending = sorted(set(thresholds))
+    found: dict[int, datetime] = {}
+    if not pending:
+        return found
+    one = timedelta(days=1)
+    run = 0
+    previous: date | None = None
+    k = 0  # pending[k] is the smallest threshold not reached yet
+    for day in active_days:
+        run = run + 1 if previous is not None and day.day - previous == one else 1
+        # A run grows by one a day, so it meets each threshold exactly when run == threshold.
+        if run == pending[k]:
+            found[pending[k]] = day.first_started_at
+            k += 1
+            if k == len(pending):
+                break
+        previous = day.day
+    return found
+
+
 def family_count(history: PatientHistory, family: str) -> int:
     """The count a family's progress is measured by (the current streak for streaks)."""
     if family == "streak":
-        return current_streak([d.day for d in history.active_days], history.today)
+        return _current_streak_of(history.active_days, history.today)
     if family == "sessions":
         return sum(d.sessions for d in history.active_days)
     if family == "skills":
@@ -485,9 +555,13 @@ def family_count(history: PatientHistory, family: str) -> int:
     return history.marker_counts.get("breakthrough", 0)
 
 
-def _count_reached_at(history: PatientHistory, rule: MilestoneRule) -> datetime | None:
+def _family_counts(history: PatientHistory) -> dict[str, int]:
+    return {family: family_count(history, family) for family in MILESTONE_FAMILIES}
+
+
+def _count_reached_at(history: PatientHistory, rule: MilestoneRule, count: int | None = None) -> datetime | None:
     """The N-th item's moment once the count reaches N; a reached N missing from `nth_*` is a caller bug."""
-    if family_count(history, rule.family) < rule.threshold:
+    if (family_count(history, rule.family) if count is None else count) < rule.threshold:
         return None
     nth = {
         "sessions": history.nth_session_started_at,
@@ -502,13 +576,16 @@ def _count_reached_at(history: PatientHistory, rule: MilestoneRule) -> datetime 
 def detect_milestones(
     history: PatientHistory, rules: Sequence[MilestoneRule] = DEFAULT_MILESTONE_RULES
 ) -> list[AchievedMilestone]:
-    """Every rule the whole history has reached, with the moment its threshold was crossed (rules order)."""
+    """Every rule the whole history has reached, with the moment its threshold was crossed (rules order).
+    One pass over the days finds every streak threshold; the counts are taken once."""
+    streaks = streak_crossings(history.active_days, thresholds_for(rules, "streak"))
+    counts = _family_counts(history)
     achieved = []
     for rule in rules:
         if rule.family == "streak":
-            at = streak_reached_at(history.active_days, rule.threshold)
+            at = streaks.get(rule.threshold)
         else:
-            at = _count_reached_at(history, rule)
+            at = _count_reached_at(history, rule, counts[rule.family])
         if at is not None:
             achieved.append(AchievedMilestone(rule, at))
     return achieved
@@ -522,6 +599,7 @@ def in_progress_milestones(
     """The lowest not-yet-achieved threshold of each family; a family with all thresholds achieved has none."""
     done = {(a.rule.family, a.rule.threshold) for a in achieved}
     result = []
+    counts: dict[str, int] | None = None
     for family in MILESTONE_FAMILIES:
         pending = sorted(
             (r for r in rules if r.family == family and (family, r.threshold) not in done), key=lambda r: r.threshold
@@ -529,7 +607,8 @@ def in_progress_milestones(
         if not pending:
             continue
         rule = pending[0]
-        current = family_count(history, family)
+        counts = counts or _family_counts(history)
+        current = counts[family]
         result.append(InProgressMilestone(rule, current, min(100.0, round(100 * current / rule.threshold, 1))))
     return result
 

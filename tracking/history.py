@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.core.cache import cache
+from django.db import DataError, connection
 from django.db.models import Count, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -88,21 +89,35 @@ def stored_milestones(patient_ids: Iterable[int]) -> StoredMilestones:
     return stored
 
 
+def milestone_rules_by_clinic(patients: Iterable[Patient]) -> dict[int, tuple[analytics.MilestoneRule, ...]]:
+    """clinic id → its milestone rules, read once per clinic of a group (not once per patient)."""
+    rules: dict[int, tuple[analytics.MilestoneRule, ...]] = {}
+    for patient in patients:
+        if patient.clinic_id not in rules:
+            rules[patient.clinic_id] = milestone_rules_for(patient.clinic)
+    return rules
+
+
 def patient_histories(
-    patients: list[Patient], stored: StoredMilestones | None = None, today: date | None = None
+    patients: list[Patient],
+    stored: StoredMilestones | None = None,
+    today: date | None = None,
+    rules: dict[int, tuple[analytics.MilestoneRule, ...]] | None = None,
 ) -> dict[int, analytics.PatientHistory]:
     """Everything the rules need for many patients, aggregated in the database: per time zone, one query
-    for the active days (a row per patient-day, not per session) and one for the marker counts of all
-    the patients at once. The moment a count milestone was crossed comes from the stored milestone when
-    there is one, so a query for it runs only in the recompute that first reaches it."""
+    for the active days (on PostgreSQL one row per patient, its days as arrays; elsewhere a row per
+    patient-day, not per session) and one for the marker counts of all the patients at once. The moment
+    a count milestone was crossed comes from the stored milestone when there is one, so a query for it
+    runs only in the recompute that first reaches it. `rules` (clinic id → rules) saves reading them."""
     stored = stored_milestones([p.pk for p in patients]) if stored is None else stored
+    rules = milestone_rules_by_clinic(patients) if rules is None else rules
     by_zone: dict[str, list[Patient]] = defaultdict(list)
     for patient in patients:
         by_zone[patient.tz_name].append(patient)
     open_alerts = open_alerts_by_patient([p.pk for p in patients])
     histories = {}
     for tz_name, group in by_zone.items():
-        histories.update(_zone_histories(tz_name, group, stored, today or local_today(tz_name), open_alerts))
+        histories.update(_zone_histories(tz_name, group, stored, today or local_today(tz_name), open_alerts, rules))
     return histories
 
 
@@ -119,15 +134,50 @@ def open_alerts_by_patient(patient_ids: Iterable[int]) -> OpenAlerts:
     return {pid: tuple(alerts) for pid, alerts in result.items()}
 
 
-def _zone_histories(
-    tz_name: str, patients: list[Patient], stored: StoredMilestones, today: date, open_alerts: OpenAlerts
-) -> dict[int, analytics.PatientHistory]:
-    tzinfo = ZoneInfo(tz_name)
-    ids = [p.pk for p in patients]
+# Day numbers and microsecond instants from the database, turned into dates and datetimes here: far
+# cheaper than the driver parsing a date and a timestamp per patient-day.
+DAY_ZERO = date(2000, 1, 1)
+_DAY_ZERO_ORDINAL = DAY_ZERO.toordinal()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_ACTIVE_DAYS_SQL = """
+SELECT patient_id, array_agg(d ORDER BY d), array_agg(n ORDER BY d), array_agg(m ORDER BY d),
+       array_agg(f ORDER BY d)
+FROM (
+    SELECT patient_id, (started_at AT TIME ZONE %(tz)s)::date - DATE '2000-01-01' AS d, count(*) AS n,
+           COALESCE(sum(duration_minutes), 0)::float8 AS m,
+           (extract(epoch FROM min(started_at)) * 1000000)::bigint AS f
+    FROM {table} WHERE patient_id = ANY(%(ids)s) GROUP BY patient_id, d
+) AS days
+GROUP BY patient_id
+"""
+
+
+def active_days_by_patient(tz_name: str, ids: list[int]) -> dict[int, tuple[analytics.ActiveDay, ...]]:
+    """patient → its active days (ascending) in `tz_name`: one query for all of them."""
+    if connection.vendor == "postgresql":
+        sql = _ACTIVE_DAYS_SQL.format(table=connection.ops.quote_name(TherapySession._meta.db_table))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, {"tz": tz_name, "ids": ids})
+            rows = cursor.fetchall()
+        fromordinal, active_day = date.fromordinal, analytics.ActiveDay
+        try:
+            return {
+                patient_id: tuple(
+                    active_day(fromordinal(_DAY_ZERO_ORDINAL + d), n, m, _EPOCH + timedelta(microseconds=f))
+                    for d, n, m, f in zip(day_numbers, counts, minutes, firsts, strict=True)
+                )
+                for patient_id, day_numbers, counts, minutes, firsts in rows
+            }
+        except (ValueError, OverflowError) as error:
+            # A local day Python cannot hold (before year 1): the same failure as the driver's when it
+            # reads such a date, and without the value, which could be patient data.
+            raise DataError("an active day out of the range of Python dates") from error
+    # The portable form (SQLite, the demo): a row per patient-day.
     days: dict[int, list[analytics.ActiveDay]] = defaultdict(list)
     day_rows = (
         TherapySession.objects.filter(patient_id__in=ids)
-        .annotate(day=TruncDate("started_at", tzinfo=tzinfo))
+        .annotate(day=TruncDate("started_at", tzinfo=ZoneInfo(tz_name)))
         .values("patient_id", "day")
         .annotate(sessions=Count("id"), minutes=Sum("duration_minutes"), first=Min("started_at"))
         .order_by("patient_id", "day")
@@ -135,6 +185,19 @@ def _zone_histories(
     )
     for patient_id, day, sessions, minutes, first in day_rows:
         days[patient_id].append(analytics.ActiveDay(day, sessions, minutes or 0.0, first))
+    return {pid: tuple(d) for pid, d in days.items()}
+
+
+def _zone_histories(
+    tz_name: str,
+    patients: list[Patient],
+    stored: StoredMilestones,
+    today: date,
+    open_alerts: OpenAlerts,
+    rules: dict[int, tuple[analytics.MilestoneRule, ...]],
+) -> dict[int, analytics.PatientHistory]:
+    ids = [p.pk for p in patients]
+    days = active_days_by_patient(tz_name, ids)
 
     recent_start = local_midnight(today - timedelta(days=13), tz_name)
     week_start = local_midnight(today - timedelta(days=6), tz_name)
@@ -169,26 +232,29 @@ def _zone_histories(
         for patient_id, session_approaches in approach_rows:
             approaches[patient_id].update(a for a in (session_approaches or []) if isinstance(a, str))
 
+    thresholds = {
+        clinic_id: {family: analytics.thresholds_for(clinic_rules, family) for family in NTH_SOURCES}
+        for clinic_id, clinic_rules in rules.items()
+    }
     histories = {}
     for patient in patients:
         pid = patient.pk
+        patient_days = days.get(pid, ())
         counts = {
-            "sessions": sum(d.sessions for d in days[pid]),
+            "sessions": sum(d.sessions for d in patient_days),
             "skills": marker_counts[pid].get(MarkerType.SKILL_ACQUIRED, 0),
             "breakthroughs": marker_counts[pid].get(MarkerType.BREAKTHROUGH, 0),
         }
         nth = {}
         for family, (rows_of, field, name) in NTH_SOURCES.items():
-            reached = [
-                n for n in analytics.thresholds_for(milestone_rules_for(patient.clinic), family) if n <= counts[family]
-            ]
+            reached = [n for n in thresholds[patient.clinic_id][family] if n <= counts[family]]
             known = {n: stored[pid][(family, n)] for n in reached if (family, n) in stored[pid]}
             missing = [n for n in reached if n not in known]
             nth[name] = {**known, **_nth_moments(rows_of(pid), field, missing)}
         histories[pid] = analytics.PatientHistory(
             today=today,
             timezone=tz_name,
-            active_days=tuple(days[pid]),
+            active_days=patient_days,
             marker_counts=marker_counts[pid],
             markers_recent=recent[pid],
             skills_last_7_days=skills_week[pid],

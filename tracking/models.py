@@ -203,7 +203,9 @@ class TherapySession(models.Model):
     """One play session reported by the game (not Django's `Session`)."""
 
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="+")
-    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="sessions")
+    # No index of its own: `session_patient_time` (patient, started_at) serves the foreign key too, and
+    # with a patient_id-only index beside it the planner read a patient's whole history for a window.
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="sessions", db_index=False)
     session_id = models.CharField(max_length=128)
     started_at = models.DateTimeField()
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -248,7 +250,9 @@ class ProgressMarker(models.Model):
     """Something the player achieved in a session (a finished guided exercise = skill_acquired)."""
 
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="+")
-    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="markers")
+    # No index of its own: `marker_patient_time` (patient, achieved_at) serves the foreign key too (see
+    # TherapySession.patient).
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="markers", db_index=False)
     session = models.ForeignKey(TherapySession, on_delete=models.CASCADE, related_name="markers")
     marker_id = models.CharField(max_length=128)
     type = models.CharField(max_length=32, choices=MarkerType.choices)

@@ -42,13 +42,14 @@ class Computation:
 
 def _compute_many(patients: list[Patient]) -> list[Computation]:
     stored = history.stored_milestones([p.pk for p in patients])
-    histories = history.patient_histories(patients, stored)
+    rules = history.milestone_rules_by_clinic(patients)  # once per clinic of the group
+    histories = history.patient_histories(patients, stored, rules=rules)
     computations = []
     for patient in patients:
-        rules = history.milestone_rules_for(patient.clinic)
+        patient_rules = rules[patient.clinic_id]
         patient_history = histories[patient.pk]
-        summary = analytics.compute_summary(patient_history, rules)
-        computations.append(Computation(patient, rules, patient_history, summary, stored[patient.pk]))
+        summary = analytics.compute_summary(patient_history, patient_rules)
+        computations.append(Computation(patient, patient_rules, patient_history, summary, stored[patient.pk]))
     return computations
 
 
@@ -71,28 +72,45 @@ SUMMARY_COLUMNS = (
 )
 
 
-def _store_summaries(computations: list[Computation]) -> None:
+def _summary_values(c: Computation) -> dict[str, Any]:
+    """The stored columns of a computation's summary, apart from `computed_at`."""
+    m = c.summary.metrics
+    return {
+        "local_date": c.history.today,
+        "data": c.summary.to_dict(),
+        "current_streak_days": m.current_streak_days,
+        "sessions_this_week": m.sessions_this_week,
+        "dropout_risk_score": c.summary.dropout_risk.value,
+        "last_active_day": m.last_active_day,
+        "progress_trend": c.summary.progress_trend,
+        "engagement_trend": c.summary.engagement_trend,
+    }
+
+
+def _store_summaries(computations: list[Computation]) -> int:
+    """Stores each summary that is new or differs from the stored one (one query reads the stored rows,
+    one writes the changed ones); an unchanged summary is not rewritten, so it keeps its `computed_at`
+    (the patient's `analytics_computed_at` still says when it was last recomputed). Returns how many
+    were written."""
+    changed_columns = [c for c in SUMMARY_COLUMNS if c != "computed_at"]
+    stored = {
+        row[0]: row[1:]
+        for row in ProgressSummary.objects.filter(patient_id__in=[c.patient.pk for c in computations]).values_list(
+            "patient_id", *changed_columns
+        )
+    }
     now = timezone.now()
     rows = []
     for c in computations:
-        m = c.summary.metrics
-        rows.append(
-            ProgressSummary(
-                patient=c.patient,
-                computed_at=now,
-                local_date=c.history.today,
-                data=c.summary.to_dict(),
-                current_streak_days=m.current_streak_days,
-                sessions_this_week=m.sessions_this_week,
-                dropout_risk_score=c.summary.dropout_risk.value,
-                last_active_day=m.last_active_day,
-                progress_trend=c.summary.progress_trend,
-                engagement_trend=c.summary.engagement_trend,
-            )
+        values = _summary_values(c)
+        if stored.get(c.patient.pk) == tuple(values[column] for column in changed_columns):
+            continue
+        rows.append(ProgressSummary(patient=c.patient, computed_at=now, **values))
+    if rows:
+        ProgressSummary.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["patient"], update_fields=list(SUMMARY_COLUMNS)
         )
-    ProgressSummary.objects.bulk_create(
-        rows, update_conflicts=True, unique_fields=["patient"], update_fields=list(SUMMARY_COLUMNS)
-    )
+    return len(rows)
 
 
 def _store_new_milestones(computations: list[Computation]) -> list[ProgressHighlight]:
@@ -100,7 +118,7 @@ def _store_new_milestones(computations: list[Computation]) -> list[ProgressHighl
     clinic has one); the celebration hooks fire after commit."""
     pending = []
     for c in computations:
-        for achieved in analytics.detect_milestones(c.history, c.rules):
+        for achieved in c.summary.milestones_achieved:  # what compute_summary detected, not detected again
             rule = achieved.rule
             if (rule.family, rule.threshold) not in c.stored_milestones:
                 pending.append((c.patient, achieved))

@@ -3,26 +3,70 @@
     DATABASE_URL=postgres://... manage.py seed_demo --patients 10000 --days 365
     DATABASE_URL=postgres://... manage.py benchmark_analytics
 
-Reports p50/p95 of the four operations for the patient with the most sessions, and the throughput of a
-full-cohort recompute with one process per core. It writes (summaries, milestones), like the real thing.
+Reports p50/p95 of the four operations for the patient with the most sessions, beside the physical limit
+of the same reads: the hand-written SQL of what the rules need (per-day counts, minutes and first start,
+marker counts by type and in the recent windows, the N-th moments of the count milestones), run through
+the same connection; then the throughput of a full-cohort recompute with one process per core. It writes
+(summaries, milestones), like the real thing.
 """
 
 import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
+from django.db import connection, connections
 from django.db.models import Count
 
-from tracking import recompute
+from tracking import analytics, history, recompute
 from tracking.models import Patient
 
 
 def _percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# What the rules of one patient need, written by hand: the floor under compute_progress_summary's reads.
+LIMIT_SQL = (
+    """SELECT (started_at AT TIME ZONE %(tz)s)::date AS d, count(*), sum(duration_minutes), min(started_at)
+    FROM tracking_therapysession WHERE patient_id = %(pid)s GROUP BY d ORDER BY d""",
+    """SELECT type, count(*), count(*) FILTER (WHERE achieved_at >= %(recent)s AND achieved_at < %(end)s),
+        count(*) FILTER (WHERE achieved_at >= %(week)s AND achieved_at < %(end)s)
+    FROM tracking_progressmarker WHERE patient_id = %(pid)s GROUP BY type""",
+    """SELECT started_at FROM tracking_therapysession WHERE patient_id = %(pid)s
+    ORDER BY started_at, id LIMIT %(sessions)s""",
+    """SELECT achieved_at FROM tracking_progressmarker WHERE patient_id = %(pid)s AND type = 'skill_acquired'
+    ORDER BY achieved_at, id LIMIT %(skills)s""",
+    """SELECT achieved_at FROM tracking_progressmarker WHERE patient_id = %(pid)s AND type = 'breakthrough'
+    ORDER BY achieved_at, id LIMIT %(breakthroughs)s""",
+)
+
+
+def _limit_params(subject: Patient) -> dict:
+    tz = subject.tz_name
+    today = history.local_today(tz)
+    rules = history.milestone_rules_for(subject.clinic)
+    return {
+        "tz": tz,
+        "pid": subject.pk,
+        "recent": history.local_midnight(today - timedelta(days=13), tz),
+        "week": history.local_midnight(today - timedelta(days=6), tz),
+        "end": history.local_midnight(today + timedelta(days=1), tz),
+        **{
+            family: max(analytics.thresholds_for(rules, family), default=0)
+            for family in ("sessions", "skills", "breakthroughs")
+        },
+    }
+
+
+def _hand_written_reads(params: dict) -> None:
+    with connection.cursor() as cursor:
+        for sql in LIMIT_SQL:
+            cursor.execute(sql, params)
+            cursor.fetchall()
 
 
 CHUNK = 200  # patients per recompute (one transaction, a fixed number of queries)
@@ -53,23 +97,34 @@ class Command(BaseCommand):
             raise CommandError("No patient to measure: run seed_demo first.")
         sessions = subject.sessions.count()
         self.stdout.write(f"patient {subject.player_id}: {sessions} sessions, {subject.markers.count()} markers")
+        if connection.vendor != "postgresql":
+            raise CommandError("The hand-written limit is PostgreSQL SQL: run this on PostgreSQL.")
         recompute.patient_recompute(subject.pk)  # warm up: caches, connection, stored state
+        params = _limit_params(subject)
         operations = {
+            "limit: hand-written SQL reads": lambda: _hand_written_reads(params),
             "compute_progress_summary": lambda: recompute.compute_progress_summary(subject),
             "detect_and_update_milestones": lambda: recompute.detect_and_update_milestones(subject),
             "generate_progress_insights": lambda: recompute.generate_progress_insights(subject),
             "get_visualization_data(days=90)": lambda: recompute.get_visualization_data(subject, days=90),
         }
+        medians = {}
         for name, operation in operations.items():
             samples = []
             for _ in range(iterations):
                 started = time.perf_counter()
                 operation()
                 samples.append((time.perf_counter() - started) * 1000)
+            medians[name] = statistics.median(samples)
             self.stdout.write(
                 f"{name:34} p50 {statistics.median(samples):6.2f} ms   p95 {_percentile(samples, 0.95):6.2f} ms"
                 f"   (n={iterations}, target p95 <= 20 ms)"
             )
+
+        limit = medians["limit: hand-written SQL reads"]
+        self.stdout.write(
+            f"compute_progress_summary / limit: {medians['compute_progress_summary'] / limit:.1f}x (p50 against p50)"
+        )
 
         ids = list(Patient.objects.order_by("pk").values_list("pk", flat=True)[:cohort])
         chunks = [ids[i::processes] for i in range(processes)]
