@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 MARKER_TYPES: tuple[str, ...] = (
@@ -48,9 +48,10 @@ Terms = tuple[tuple[str, float], ...]
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ActiveDay:
-    """One patient-local calendar day on which at least one session started."""
+class ActiveDay(NamedTuple):
+    """One patient-local calendar day on which at least one session started. A named tuple, not a
+    dataclass: a year of history is hundreds of these per patient, and a tuple is made several times
+    faster than a frozen dataclass."""
 
     day: date
     sessions: int

@@ -173,7 +173,11 @@ def active_days_by_patient(tz_name: str, ids: list[int]) -> dict[int, tuple[anal
             # A local day Python cannot hold (before year 1): the same failure as the driver's when it
             # reads such a date, and without the value, which could be patient data.
             raise DataError("an active day out of the range of Python dates") from error
-    # The portable form (SQLite, the demo): a row per patient-day.
+    return active_days_per_row(tz_name, ids)
+
+
+def active_days_per_row(tz_name: str, ids: list[int]) -> dict[int, tuple[analytics.ActiveDay, ...]]:
+    """The portable form of `active_days_by_patient` (SQLite, the demo): a row per patient-day."""
     days: dict[int, list[analytics.ActiveDay]] = defaultdict(list)
     day_rows = (
         TherapySession.objects.filter(patient_id__in=ids)
@@ -250,7 +254,8 @@ def _zone_histories(
             reached = [n for n in thresholds[patient.clinic_id][family] if n <= counts[family]]
             known = {n: stored[pid][(family, n)] for n in reached if (family, n) in stored[pid]}
             missing = [n for n in reached if n not in known]
-            nth[name] = {**known, **_nth_moments(rows_of(pid), field, missing)}
+            # The queryset is built only when a moment is missing (building one costs about a millisecond).
+            nth[name] = {**known, **_nth_moments(rows_of(pid), field, missing)} if missing else known
         histories[pid] = analytics.PatientHistory(
             today=today,
             timezone=tz_name,

@@ -1,0 +1,170 @@
+"""The recompute's costs (issue 14, item 2): its query count pinned, the milestone rules read once per
+clinic of a group, a summary written only when it changed, the active days from PostgreSQL's arrays equal
+to the portable per-day rows, and the one-pass rules equal to their definitions."""
+
+import random
+from datetime import UTC, date, datetime, timedelta
+from unittest import mock
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tests.factories import PatientFactory, ProgressMarkerFactory, TherapySessionFactory
+from tests.test_progress import sessions_on
+from tracking import analytics, history, recompute
+from tracking.models import ClinicMilestoneRule, Patient, ProgressSummary
+
+
+def _group(clinic, n, start=0):
+    patients = []
+    for i in range(start, start + n):
+        patient = Patient.objects.create(clinic=clinic, player_id=f"speed-{i}")
+        sessions_on(patient, [i % 5, i % 5 + 1, i % 5 + 2])
+        patients.append(patient.pk)
+    return patients
+
+
+def test_a_steady_group_recompute_runs_a_pinned_number_of_queries(clinic, other_clinic):
+    few = _group(clinic, 3)
+    many = _group(clinic, 20, start=3) + _group(other_clinic, 20, start=23)
+    recompute.patients_recompute(few + many)  # the first run stores milestones and summaries
+    cache.clear()  # the rules are read from the database in both runs
+    with CaptureQueriesContext(connection) as small:
+        recompute.patients_recompute(few)
+    cache.clear()
+    with CaptureQueriesContext(connection) as large:
+        recompute.patients_recompute(many)
+    # Of 40 patients in two clinics and two time zones, only the per-clinic rules (when not cached) and
+    # the per-zone reads are repeated.
+    clinics = zones = 2
+    per_zone = 2  # active days, marker counts
+    assert len(large.captured_queries) == len(small.captured_queries) + (clinics - 1) + (zones - 1) * per_zone
+    # Pinned: savepoint and release, the locked patients, stored milestones, the clinic's rules, open
+    # alerts, the zone's active days and marker counts, the stored summaries (nothing written: unchanged),
+    # the recommendations, three expected-recovery reads, the analytics stamp.
+    assert len(small.captured_queries) == 14, [q["sql"][:80] for q in small.captured_queries]
+
+
+def test_the_milestone_rules_are_read_once_per_clinic_of_a_group(clinic, other_clinic):
+    ClinicMilestoneRule.objects.create(clinic=other_clinic, family="sessions", threshold=2, title="Two")
+    ids = _group(clinic, 5) + _group(other_clinic, 5, start=5)
+    cache.clear()
+    keys = []
+    real_get = cache.get
+
+    def counting_get(key, *args, **kwargs):
+        keys.append(key)
+        return real_get(key, *args, **kwargs)
+
+    with mock.patch.object(cache, "get", side_effect=counting_get):
+        recompute.patients_recompute(ids)
+    rule_reads = [k for k in keys if k in {ClinicMilestoneRule.cache_key(c.pk) for c in (clinic, other_clinic)}]
+    assert sorted(rule_reads) == sorted(
+        [ClinicMilestoneRule.cache_key(clinic.pk), ClinicMilestoneRule.cache_key(other_clinic.pk)]
+    )
+    assert set(Patient.objects.get(player_id="speed-5").milestones.values_list("title", flat=True)) == {"Two"}
+
+
+def _summary_version(patient_id):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT xmin::text FROM tracking_progresssummary WHERE patient_id = %s", [patient_id])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's row version")
+def test_an_unchanged_summary_is_not_rewritten_but_the_patient_is_stamped(patient_a):
+    sessions_on(patient_a, [2, 1, 0])
+    recompute.patient_recompute(patient_a.pk)
+    summary = ProgressSummary.objects.get(patient=patient_a)
+    version = _summary_version(patient_a.pk)
+    patient_a.refresh_from_db()
+    first_stamp = patient_a.analytics_computed_at
+
+    Patient.objects.filter(pk=patient_a.pk).update(data_changed_at=timezone.now())  # a change that changes nothing
+    assert recompute.patient_recompute(patient_a.pk)
+    patient_a.refresh_from_db()
+    assert patient_a.analytics_computed_at > first_stamp  # fresh again: reconcile and the read cache see it
+    assert patient_a.data_changed_at <= patient_a.analytics_computed_at
+    assert _summary_version(patient_a.pk) == version  # the row was not written
+    assert ProgressSummary.objects.get(patient=patient_a).computed_at == summary.computed_at
+
+    TherapySessionFactory(patient=patient_a, started_at=timezone.now() - timedelta(minutes=5))
+    recompute.patient_recompute(patient_a.pk)
+    changed = ProgressSummary.objects.get(patient=patient_a)
+    assert _summary_version(patient_a.pk) != version
+    assert changed.computed_at > summary.computed_at
+    assert changed.data["total_sessions"] == 4
+
+
+def test_a_summary_of_a_new_local_day_is_written(patient_a):
+    sessions_on(patient_a, [1])
+    recompute.patient_recompute(patient_a.pk)
+    ProgressSummary.objects.filter(patient=patient_a).update(local_date=date(2000, 1, 1))
+    recompute.patient_recompute(patient_a.pk)
+    assert ProgressSummary.objects.get(patient=patient_a).local_date == history.local_today(patient_a.tz_name)
+
+
+@pytest.mark.parametrize("tz", ["Europe/London", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"])
+def test_the_active_days_from_arrays_equal_the_per_day_rows(clinic, tz):
+    rng = random.Random(tz)
+    patients = [PatientFactory(clinic=clinic, player_id=f"arr-{n}") for n in range(4)]
+    base = datetime(2026, 3, 20, tzinfo=UTC)  # across the spring clock changes
+    for patient in patients[:3]:
+        for _ in range(60):
+            started = base + timedelta(minutes=rng.randrange(0, 60 * 24 * 30), microseconds=rng.randrange(10**6))
+            TherapySessionFactory(patient=patient, started_at=started, duration_minutes=rng.choice([0, 7.5, 20]))
+    ids = [p.pk for p in patients]
+    arrays = history.active_days_by_patient(tz, ids)
+    rows = history.active_days_per_row(tz, ids)
+    assert arrays == rows
+    assert set(arrays) == {p.pk for p in patients[:3]}  # a patient without sessions has no entry
+    for days in arrays.values():
+        assert all(d.first_started_at.tzinfo is not None for d in days)
+
+
+def test_the_n_th_moment_queries_run_only_when_a_milestone_is_first_reached(patient_a):
+    sessions_on(patient_a, [6, 5, 4, 3, 2, 1, 0])
+    ProgressMarkerFactory(session=patient_a.sessions.first(), type="breakthrough")
+    recompute.patient_recompute(patient_a.pk)  # stores "5 Sessions", "One Week Streak", "Breakthrough 1"
+    with CaptureQueriesContext(connection) as queries:
+        history.patient_history(patient_a)
+    assert not [q for q in queries.captured_queries if "LIMIT" in q["sql"]]
+
+
+# ----- the one-pass rules against their definitions -------------------------------------------------
+
+
+def _random_history(rng: random.Random, today: date) -> analytics.PatientHistory:
+    days, day = [], today - timedelta(days=rng.randrange(0, 400))
+    for _ in range(rng.randrange(0, 120)):
+        day -= timedelta(days=rng.choice([1, 1, 1, 2, 3, 9]))
+        start = datetime(day.year, day.month, day.day, 9, tzinfo=UTC) + timedelta(minutes=rng.randrange(600))
+        days.append(analytics.ActiveDay(day, rng.randrange(1, 4), rng.choice([0.0, 5.0, 12.5, 30.0]), start))
+    if rng.random() < 0.2:  # a day after today (clock skew) is kept out of every window
+        days.insert(0, analytics.ActiveDay(today + timedelta(days=1), 1, 10.0, datetime(2030, 1, 1, tzinfo=UTC)))
+    return analytics.PatientHistory(today=today, timezone="UTC", active_days=tuple(sorted(days)))
+
+
+def test_one_pass_metrics_and_streak_crossings_equal_the_definitions():
+    rng = random.Random(14)
+    today = date(2026, 11, 20)
+    for _ in range(400):
+        h = _random_history(rng, today)
+        m = analytics.engagement_metrics(h)
+        days = h.active_days
+        day_list = [d.day for d in days]
+        assert m.total_sessions == sum(d.sessions for d in days)
+        assert m.sessions_this_week == analytics.sessions_between(days, today - timedelta(days=6), today)
+        assert m.sessions_this_month == analytics.sessions_between(days, today - timedelta(days=29), today)
+        assert m.sessions_previous_7 == analytics.sessions_between(
+            days, today - timedelta(days=13), today - timedelta(days=7)
+        )
+        assert m.current_streak_days == analytics.current_streak(day_list, today)
+        assert m.longest_streak_days == analytics.longest_streak(day_list)
+        assert analytics.family_count(h, "streak") == analytics.current_streak(day_list, today)
+        thresholds = (1, 2, 3, 7, 14, 30, 45)
+        crossings = analytics.streak_crossings(days, thresholds)
+        assert crossings == {n: at for n in thresholds if (at := analytics.streak_reached_at(days, n)) is not None}
