@@ -5,6 +5,7 @@ are `reports.alerts`."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import transaction
 from django.shortcuts import get_object_or_404
@@ -121,6 +123,9 @@ def ingest_token_create(*, clinic: Clinic, name: str) -> tuple[IngestToken, str]
 @transaction.atomic
 def ingest_token_revoke(*, token: IngestToken) -> None:
     revoked = IngestToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    # Forgotten now and again after the commit, so a request in between cannot cache the token anew.
+    _token_cache_forget(token.token_hash)
+    transaction.on_commit(lambda: _token_cache_forget(token.token_hash))
     if revoked:
         audit.audit_here(
             action=AuditAction.TOKEN_CHANGE,
@@ -130,17 +135,64 @@ def ingest_token_revoke(*, token: IngestToken) -> None:
         )
 
 
+# A token is looked up in the cache for at most this long after it was read from the database, so a
+# revocation takes effect within these seconds everywhere (at once where the cache is shared: revoking
+# forgets the entry). Every ingest request would otherwise begin with this query.
+TOKEN_CACHE_SECONDS = 5
+
+
+def _token_cache_key(token_hash: str) -> str:
+    # The SHA-256 of the token, as stored in the table: never the token itself.
+    return f"ingest-token:{token_hash}"
+
+
 def ingest_token_lookup(raw: str) -> IngestToken | None:
-    """The active token for this plaintext, with its use recorded; None when unknown or revoked."""
-    token = IngestToken.objects.filter(token_hash=hash_token(raw), revoked_at__isnull=True).first()
-    if token is None:
-        return None
+    """The active token for this plaintext (with its clinic), with its use recorded; None when unknown or
+    revoked. Read from the cache when the database gave it less than TOKEN_CACHE_SECONDS ago; the cache
+    only speeds this up (an unreachable cache means a database read)."""
+    token_hash = hash_token(raw)
+    key = _token_cache_key(token_hash)
     now = timezone.now()
+    token, read_at = _token_cached(key, now)
+    if token is None:
+        active = IngestToken.objects.filter(token_hash=token_hash, revoked_at__isnull=True)
+        token = active.select_related("clinic").first()
+        if token is None:
+            return None
+        read_at = now
+        _token_cache_set(key, token, read_at, now)
     # One write a minute at most: a busy game server should not queue on this row.
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         IngestToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
+        _token_cache_set(key, token, read_at, now)  # so the next requests do not write again
     return token
+
+
+def _token_cached(key: str, now: datetime) -> tuple[IngestToken | None, datetime]:
+    try:
+        entry = cache.get(key)
+    except Exception:  # noqa: BLE001 - an unreachable cache: read the database
+        return None, now
+    if entry is None:
+        return None, now
+    token, read_at = entry
+    if (now - read_at).total_seconds() > TOKEN_CACHE_SECONDS or now < read_at:  # too old, or a clock step back
+        return None, now
+    return token, read_at
+
+
+def _token_cache_set(key: str, token: IngestToken, read_at: datetime, now: datetime) -> None:
+    remaining = TOKEN_CACHE_SECONDS - (now - read_at).total_seconds()
+    if remaining <= 0:
+        return
+    with contextlib.suppress(Exception):  # the cache only speeds the lookup up
+        cache.set(key, (token, read_at), timeout=remaining)
+
+
+def _token_cache_forget(token_hash: str) -> None:
+    with contextlib.suppress(Exception):  # entries expire within TOKEN_CACHE_SECONDS anyway
+        cache.delete(_token_cache_key(token_hash))
 
 
 # ----- the patient page ---------------------------------------------------------------------------
