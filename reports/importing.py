@@ -1,9 +1,10 @@
 """Reading a CSV file of questionnaire responses (`manage.py import_outcomes`, DESIGN §6).
 
-Each row is validated exactly as the ingest API validates an outcome (`OutcomeInSerializer`: ids of
-the §6 pattern, known instrument, timestamps with an offset from 2000-01-01 to not in the future, item
-count and ranges, a total that agrees with the items), so a file and an API batch accept and reject the
-same things. Errors name the line of the file (the header is line 1) and the field.
+Each row is validated exactly as the ingest API validates an outcome (its compiled schema, with
+`OutcomeInSerializer` wording the errors: ids of the §6 pattern, known instrument, timestamps with an
+offset from 2000-01-01 to not in the future, item count and ranges, a total that agrees with the items),
+so a file and an API batch accept and reject the same things. Errors name the line of the file (the
+header is line 1) and the field.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tracking.ingest import OutcomeInSerializer
+from tracking.ingest import OutcomeInSerializer, schema_validate
 from tracking.validators import text_error
 
 COLUMNS = ("player_id", "response_id", "instrument", "administered_at", "total", "items")
@@ -64,16 +65,17 @@ def _row_to_item(row: dict[str, str], line: int) -> tuple[dict | None, list[RowE
             items = [int(p) for p in parts]
     if errors:
         return None, errors
-    serializer = OutcomeInSerializer(
-        data={
-            "player_id": row["player_id"],
-            "response_id": row["response_id"],
-            "instrument": row["instrument"].strip(),
-            "administered_at": row["administered_at"].strip(),
-            "total": total,
-            "items": items,
-        }
-    )
+    data = {
+        "player_id": row["player_id"],
+        "response_id": row["response_id"],
+        "instrument": row["instrument"].strip(),
+        "administered_at": row["administered_at"].strip(),
+        "total": total,
+        "items": items,
+    }
+    if (item := schema_validate("outcomes", data)) is not None:
+        return dict(item, _index=line), []
+    serializer = OutcomeInSerializer(data=data)  # words the errors of a row the schema refused
     if not serializer.is_valid():
         return None, [RowError(line, field, reason) for field, reason in _messages(serializer.errors)]
     return dict(serializer.validated_data, _index=line), []

@@ -174,3 +174,91 @@ def test_a_batch_with_a_rejected_marker_stores_nothing_and_counts_nothing(api):
     ]
     assert not TherapySession.objects.filter(session_id__in=["o-s0", "fresh"]).exists()
     assert not Patient.objects.filter(player_id="player-2").exists()
+
+
+# ----- the compiled schema accepts exactly what the serializers accept ---------------------------------
+
+VALID = {
+    "sessions": {
+        "session_id": "s1",
+        "player_id": "p1",
+        "started_at": "2026-01-01T10:00:00+00:00",
+        "ended_at": "2026-01-01T10:30:00+01:00",
+        "status": "completed",
+        "duration_minutes": 30,
+        "world": " w ",
+        "character": "c",
+        "approaches": ["a", " b "],
+        "interventions_count": 2,
+        "key_achievements": [],
+    },
+    "markers": {
+        "marker_id": "m1",
+        "session_id": "s1",
+        "player_id": "p1",
+        "type": "insight",
+        "description": "d",
+        "achieved_at": "2026-01-01T10:10:00Z",
+        "therapeutic_value": 0.5,
+        "related_goal_id": None,
+    },
+    "outcomes": {
+        "response_id": "r1",
+        "player_id": "p1",
+        "instrument": "phq9",
+        "administered_at": "2026-01-01T10:10:00+00:00",
+        "items": [1, 0, 0, 0, 0, 0, 0, 0, 0],
+    },
+    "alerts": {
+        "alert_id": "a1",
+        "player_id": "p1",
+        "level": "urgent",
+        "reason": "r",
+        "occurred_at": "2026-01-01T10:10:00+00:00",
+    },
+}
+# Values at and past every edge the serializers check: types, lengths, blanks, ranges, choices, the
+# timestamp window and formats, text PostgreSQL cannot store, whitespace that is trimmed.
+ODD = [
+    None, True, False, 0, 1, -1, 1.5, 2**31 - 1, 2**31, 1e300, "", " ", "x", "a\x00", "\ud800", "a" * 128,
+    "a" * 129, " " + "a" * 128 + " ", "a" * 2001, [], ["x"], [""], [" "], ["a"] * 100, ["a"] * 101, {},
+    "2026-01-01T10:00:00", "2026-01-01T10:00:00+00:00", "2026-01-01 10:00:00+0000", "1999-12-31T23:59:59Z",
+    "2000-01-01T00:00:00Z", "2099-01-01T00:00:00Z", "0001-01-01T00:00+05:00", "2026-13-01T00:00Z", "completed",
+    "insight", "urgent", "phq9", "gad7", [0] * 9, [3] * 9, [4] * 9, [True] * 9, [0] * 7, [0.0] * 9, 5, 27, 28,
+    "p1\n", "a/b", 1440, 1440.01, "\x1c", "a\x1c", "\u2003x\u2003",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(VALID))
+def test_the_compiled_schema_accepts_what_the_serializer_accepts_with_the_same_values(kind):
+    import random
+
+    from tracking.ingest import ITEM_SERIALIZERS, schema_context, schema_validate
+
+    rng = random.Random(kind)
+    keys = list(VALID[kind])
+    for _ in range(3000):
+        item = dict(VALID[kind])
+        for _ in range(rng.randint(1, 3)):
+            key = rng.choice(keys)
+            if rng.random() < 0.1:
+                item.pop(key, None)
+            else:
+                item[key] = rng.choice(ODD)
+        fast = schema_validate(kind, item, schema_context())
+        serializer = ITEM_SERIALIZERS[kind](data=item)
+        slow = dict(serializer.validated_data) if serializer.is_valid() else None
+        # The schema may refuse more (the serializer then decides), never accept more or differently.
+        assert fast is None or fast == slow, item
+        assert (fast is None) == (slow is None), item  # and today it refuses exactly the same items
+
+
+def test_a_valid_batch_builds_no_serializer(api, monkeypatch):
+    from tracking import ingest
+
+    def refuse(**kwargs):
+        raise AssertionError("a serializer was built for a valid item")
+
+    monkeypatch.setattr(ingest, "ITEM_SERIALIZERS", dict.fromkeys(ingest.ITEM_SERIALIZERS, refuse))
+    with time_machine.travel(NOW, tick=False):
+        assert post(api, batch(20, 4)).status_code == 201

@@ -2,11 +2,15 @@
 validated, and how a batch is stored all-or-nothing and idempotently by external id.
 
 - Validation: strict item serializers (a number sent as a string, an id sent as a number or a timestamp
-  without an offset is an error, not something to guess about) and `batch_validate`, which names each bad
-  item and field. The CSV import (`reports.importing`) validates its rows with the same serializers.
+  without an offset is an error, not something to guess about), which document the body and word every
+  error, and compiled pydantic schemas that accept exactly what they accept and validate the items (a
+  serializer is built only for an item the schema refused, to name its bad fields); `batch_validate`
+  names each bad item and field. The CSV import (`reports.importing`) validates its rows the same way.
 - The kit: `IngestResult` (counts per kind), `IngestRejected`, `item_error`, the locked patient lookup and
   the stored rows by external id.
 - The upserts of sessions, markers, outcomes and crisis signals, `ingest_batch` and `outcomes_import`.
+  Sessions and markers: one lookup per kind, then one INSERT and one UPDATE (of the changed rows only)
+  per kind, from arrays (PostgreSQL), or the ORM (the SQLite demo).
   What the new data means for alerts (item 9, crisis signals, reliable deterioration) is decided by
   `reports.alerts`, in the same transaction; what follows after commit (recompute, e-mail, live pages) is
   announced with signals (`tracking.signals`).
@@ -376,12 +380,19 @@ def schema_context() -> dict[str, datetime]:
     return {"latest": timezone.now() + timedelta(seconds=settings.INGEST_FUTURE_TOLERANCE_SECONDS)}
 
 
+def schema_validate(kind: str, item: Mapping[str, Any], context: dict[str, datetime] | None = None) -> Item | None:
+    """One item's validated fields by the compiled schema alone, or None when it refuses the item (its
+    serializer then says why, or, rarely, accepts it)."""
+    try:
+        return dict(ITEM_SCHEMAS[kind].model_validate(item, context=context or schema_context()).__dict__)
+    except PydanticValidationError:
+        return None
+
+
 def item_validate(kind: str, item: dict[str, Any], context: dict[str, datetime]) -> tuple[Item | None, list[ItemError]]:
     """One item's validated fields, or the errors its serializer names (field, reason)."""
-    try:
-        return dict(ITEM_SCHEMAS[kind].model_validate(item, context=context).__dict__), []
-    except PydanticValidationError:
-        pass
+    if (values := schema_validate(kind, item, context)) is not None:
+        return values, []
     serializer = ITEM_SERIALIZERS[kind](data=item)
     if not serializer.is_valid():
         return None, _field_errors(serializer.errors)
