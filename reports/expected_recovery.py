@@ -18,11 +18,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from reports import alerts, selectors, trajectories
 from reports.instruments import INSTRUMENTS
-from reports.models import Alert, AlertKind, AlertSeverity, MeasureStatus, TrajectoryReference
+from reports.models import Alert, AlertKind, AlertSeverity, MeasureStatus, OutcomeResponse, TrajectoryReference
 from reports.outcomes import Score
 from tracking.models import Clinic, Patient
 from tracking.signals import alerts_changed, send_on_commit
@@ -80,16 +81,22 @@ def _reason(results: Mapping[str, trajectories.Result]) -> str:
 
 
 def _refresh_locked(patients: Sequence[Patient], now: datetime) -> list[Alert]:
-    """The patients' results against the stored references, written where they changed; the rows of
-    `patients` are locked by the caller's transaction. Returns the alerts raised."""
+    """The patients' results against the stored references, written where they changed (a patient
+    without any score keeps no result); every result of `patients` is stamped checked at `now`. The rows
+    of `patients` are locked by the caller's transaction. Returns the alerts raised."""
     scores = selectors.scores_by_patient([p.pk for p in patients])
     references = selectors.clinic_references({p.clinic_id for p in patients})
     stored = {(s.patient_id, s.instrument): s for s in MeasureStatus.objects.filter(patient__in=patients)}
+    unscored = [p.pk for p in patients if p.pk not in scores]
+    if unscored:
+        MeasureStatus.objects.filter(patient_id__in=unscored).delete()  # their responses were removed
     to_create: list[MeasureStatus] = []
     to_update: list[MeasureStatus] = []
     raised: list[Alert] = []
     for patient in patients:
-        results = selectors.measure_results(patient, scores.get(patient.pk, []), references)
+        if patient.pk not in scores:
+            continue
+        results = selectors.measure_results(patient, scores[patient.pk], references)
         was_off = any(
             (status := stored.get((patient.pk, code))) is not None and status.not_on_track for code in results
         )
@@ -129,7 +136,34 @@ def _refresh_locked(patients: Sequence[Patient], now: datetime) -> list[Alert]:
             )
     MeasureStatus.objects.bulk_create(to_create)
     MeasureStatus.objects.bulk_update(to_update, STATUS_FIELDS)
+    MeasureStatus.objects.filter(patient__in=patients, computed_at__lt=now).update(computed_at=now)
     return raised
+
+
+def _with_new_responses(patients: Sequence[Patient]) -> list[Patient]:
+    """Those of `patients` whose results may be out of date: a response received after their results
+    were last checked, or results without any response left. Two queries."""
+    ids = [p.pk for p in patients]
+    newest = dict(
+        OutcomeResponse.objects.filter(patient_id__in=ids)
+        .order_by()
+        .values("patient_id")
+        .annotate(at=Max("received_at"))
+        .values_list("patient_id", "at")
+    )
+    checked = dict(
+        MeasureStatus.objects.filter(patient_id__in=ids)
+        .order_by()
+        .values("patient_id")
+        .annotate(at=Min("computed_at"))
+        .values_list("patient_id", "at")
+    )
+    return [
+        p
+        for p in patients
+        if (p.pk in newest and (p.pk not in checked or newest[p.pk] >= checked[p.pk]))
+        or (p.pk not in newest and p.pk in checked)
+    ]
 
 
 def _announce(raised: Sequence[Alert]) -> None:
@@ -137,9 +171,12 @@ def _announce(raised: Sequence[Alert]) -> None:
         send_on_commit(alerts_changed, clinic_ids=sorted({a.clinic_id for a in raised}), raised=[a.pk for a in raised])
 
 
-def patients_refresh(patients: Sequence[Patient]) -> list[Alert]:
+def patients_refresh(patients: Sequence[Patient], *, all_of_them: bool = False) -> list[Alert]:
     """Refreshes these patients' results (their rows locked by the caller's transaction, `clinic`
-    loaded) and raises the alerts of those who became not on track; announced after commit."""
+    loaded) and raises the alerts of those who became not on track; announced after commit. Only those
+    with responses received since their results were checked, unless `all_of_them` (a new reference)."""
+    if not all_of_them:
+        patients = _with_new_responses(patients)
     if not patients:
         return []
     raised = _refresh_locked(patients, timezone.now())
@@ -167,7 +204,7 @@ def clinic_refresh(clinic_id: int) -> int:
                 .filter(pk__in=ids[start : start + BATCH])
                 .order_by("pk")
             )
-            raised += len(patients_refresh(locked))
+            raised += len(patients_refresh(locked, all_of_them=True))
     return raised
 
 

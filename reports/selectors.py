@@ -181,23 +181,20 @@ ALL_TIME = Period()
 # ----- scores -------------------------------------------------------------------------------------
 
 
-def _score(response: OutcomeResponse) -> Score:
-    items = response.items
+SCORE_COLUMNS = ("patient_id", "response_id", "instrument", "administered_at", "total", *ITEM_FIELDS)
+
+
+def _score(row: Sequence[Any]) -> Score:
+    """A Score from a row of SCORE_COLUMNS (plain values: no model instance per response)."""
+    _, response_id, instrument, administered_at, total, *items = row
+    n_items = get_instrument(instrument).item_count
+    known = items[:n_items]
     return Score(
-        instrument=response.instrument,
-        administered_at=response.administered_at,
-        total=response.total,
-        items=None if items is None else tuple(items),
-        response_id=response.response_id,
-    )
-
-
-def _responses(patient_ids: PatientIds, period: Period, clinics: Iterable[Clinic]) -> QuerySet[OutcomeResponse]:
-    return (
-        OutcomeResponse.objects.filter(patient_id__in=patient_ids)
-        .filter(period.q("administered_at", clinics))
-        .only("patient_id", "response_id", "instrument", "administered_at", "total", *ITEM_FIELDS)
-        .order_by()
+        instrument=instrument,
+        administered_at=administered_at,
+        total=total,
+        items=tuple(known) if all(item is not None for item in known) else None,
+        response_id=response_id,
     )
 
 
@@ -208,8 +205,14 @@ def scores_by_patient(
     of patients; `patient_ids` may be a list or a subquery. `clinics` are the clinics of those patients
     (needed only for a bounded period, whose dates are each clinic's calendar dates)."""
     result: dict[int, list[Score]] = defaultdict(list)
-    for response in _responses(patient_ids, period, clinics):
-        result[response.patient_id].append(_score(response))
+    rows = (
+        OutcomeResponse.objects.filter(patient_id__in=patient_ids)
+        .filter(period.q("administered_at", clinics))
+        .order_by()
+        .values_list(*SCORE_COLUMNS)
+    )
+    for row in rows:
+        result[row[0]].append(_score(row))
     for scores in result.values():
         scores.sort(key=administration_order)
     return dict(result)

@@ -189,3 +189,18 @@ def test_the_outcome_series_carries_the_band_of_the_patients_reference(clinic, p
     assert week4["x"] == "2026-02-02" and week4["p75"] == p75_at_week_4(15)[0]
     gad7 = selectors.patient_outcome_series(patient_a)["instruments"][1]
     assert gad7["expected"] is None
+
+
+def test_the_recompute_judges_only_patients_with_new_responses_and_drops_results_without_any(clinic, patient_a):
+    score(patient_a, 0, 16)
+    score(patient_a, 6, 15)
+    recompute.patient_recompute(patient_a.pk)
+    checked = status(patient_a).computed_at
+    recompute.patient_recompute(patient_a.pk)  # nothing new: the result is not looked at again
+    assert status(patient_a).computed_at == checked
+    score(patient_a, 7, 4)
+    recompute.patient_recompute(patient_a.pk)
+    assert status(patient_a).not_on_track is False and status(patient_a).computed_at > checked
+    patient_a.outcome_responses.all().delete()  # as retention removes them
+    recompute.patient_recompute(patient_a.pk)
+    assert not MeasureStatus.objects.filter(patient=patient_a).exists()
