@@ -262,3 +262,20 @@ def test_a_valid_batch_builds_no_serializer(api, monkeypatch):
     monkeypatch.setattr(ingest, "ITEM_SERIALIZERS", dict.fromkeys(ingest.ITEM_SERIALIZERS, refuse))
     with time_machine.travel(NOW, tick=False):
         assert post(api, batch(20, 4)).status_code == 201
+
+
+def test_the_cached_token_holds_no_secret_of_its_clinic_in_clear(api, token, clinic):
+    import pickle
+
+    from django.core.cache import cache
+
+    from tracking.services import _token_cache_key, hash_token
+
+    clinic.webhook_secret = "s3cret-of-the-clinic"
+    clinic.save()
+    with time_machine.travel(NOW, tick=False):
+        assert post(api, batch(1, 0)).status_code == 201
+        cached = cache.get(_token_cache_key(hash_token(token)))
+    assert cached is not None
+    assert b"s3cret-of-the-clinic" not in pickle.dumps(cached)
+    assert cached[0].clinic.webhook_secret == "s3cret-of-the-clinic"  # read from the database when asked

@@ -25,6 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tracking import audit
+from tracking.fields import EncryptedTextField
 from tracking.models import (
     AuditAction,
     AuditEvent,
@@ -141,6 +142,9 @@ def ingest_token_revoke(*, token: IngestToken) -> None:
 TOKEN_CACHE_SECONDS = 5
 
 
+_CLINIC_SECRETS = tuple(f"clinic__{f.name}" for f in Clinic._meta.concrete_fields if isinstance(f, EncryptedTextField))
+
+
 def _token_cache_key(token_hash: str) -> str:
     # The SHA-256 of the token, as stored in the table: never the token itself.
     return f"ingest-token:{token_hash}"
@@ -156,7 +160,8 @@ def ingest_token_lookup(raw: str) -> IngestToken | None:
     token, read_at = _token_cached(key, now)
     if token is None:
         active = IngestToken.objects.filter(token_hash=token_hash, revoked_at__isnull=True)
-        token = active.select_related("clinic").first()
+        # The clinic's encrypted columns are left out: the cached entry must not hold a secret in clear.
+        token = active.select_related("clinic").defer(*_CLINIC_SECRETS).first()
         if token is None:
             return None
         read_at = now
