@@ -169,3 +169,15 @@ def test_one_pass_metrics_and_streak_crossings_equal_the_definitions():
         thresholds = (1, 2, 3, 7, 14, 30, 45)
         crossings = analytics.streak_crossings(days, thresholds)
         assert crossings == {n: at for n in thresholds if (at := analytics.streak_reached_at(days, n)) is not None}
+
+
+def test_the_progress_read_says_when_it_was_last_computed_even_when_the_summary_did_not_change(api, clinic):
+    patient = Patient.objects.create(clinic=clinic, player_id="stamp")
+    sessions_on(patient, [0, 1, 2])
+    recompute.patient_recompute(patient.pk)
+    first = api.get("/api/v1/patients/stamp/progress").json()["computed_at"]
+    Patient.objects.filter(pk=patient.pk).update(data_changed_at=timezone.now())  # stale, nothing new
+    cache.clear()
+    second = api.get("/api/v1/patients/stamp/progress").json()["computed_at"]  # recomputed on read
+    assert ProgressSummary.objects.get(patient=patient).computed_at.isoformat() == first  # not rewritten
+    assert second > first

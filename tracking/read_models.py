@@ -27,6 +27,7 @@ def _stored_or_recompute(patient: Patient, today) -> ProgressSummary:
         # a stale number (the Celery task will usually have done this already).
         recompute.patient_recompute(patient.pk)
         summary = ProgressSummary.objects.get(patient=patient)
+        patient.refresh_from_db(fields=["analytics_computed_at"])
     return summary
 
 
@@ -36,7 +37,8 @@ def _read_model(patient: Patient, today) -> dict:
     return {
         "progress": {
             **data,
-            "computed_at": summary.computed_at.isoformat(),
+            # The last computation: an unchanged summary is not written again, the patient is stamped.
+            "computed_at": max(summary.computed_at, patient.analytics_computed_at or summary.computed_at).isoformat(),
             "recent_sessions": selectors.recent_sessions(patient, RECENT_SESSIONS),
         },
         "milestones": {
