@@ -16,6 +16,12 @@ def clinic_by_slug(slug: str) -> Clinic:
         ) from None
 
 
+def percentile(samples: list[float], q: float) -> float:
+    """The benchmarks' percentile: the sample at rank q (0–1) of the ordered samples, nearest rank."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 def date_option(value: str) -> date:
     """A --from/--to value: YYYY-MM-DD, or a clear error."""
     try:

@@ -21,13 +21,8 @@ from django.db import connection, connections
 from django.db.models import Count
 
 from tracking import analytics, history, recompute
+from tracking.management.commands._base import percentile
 from tracking.models import Patient
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
 
 # What the rules of one patient need, written by hand: the floor under compute_progress_summary's reads.
 LIMIT_SQL = (
@@ -117,7 +112,7 @@ class Command(BaseCommand):
                 samples.append((time.perf_counter() - started) * 1000)
             medians[name] = statistics.median(samples)
             self.stdout.write(
-                f"{name:34} p50 {statistics.median(samples):6.2f} ms   p95 {_percentile(samples, 0.95):6.2f} ms"
+                f"{name:34} p50 {statistics.median(samples):6.2f} ms   p95 {percentile(samples, 0.95):6.2f} ms"
                 f"   (n={iterations}, target p95 <= 20 ms)"
             )
 

@@ -40,6 +40,7 @@ from django.db import connection, transaction
 
 from reports.models import Alert, MeasureStatus, OutcomeResponse, TrajectoryReference
 from tracking import services
+from tracking.management.commands._base import percentile
 from tracking.models import (
     Clinic,
     IngestToken,
@@ -65,11 +66,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def compose_commands() -> tuple[list[str], list[str]]:
@@ -283,8 +279,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"batch {run.size:>5,} × {run.clients} client{'s' if run.clients > 1 else ' '}: "
             f"{run.per_second:>8,.0f} markers/s  p50 {statistics.median(ms):7.1f} ms  "
-            f"p95 {percentile(ms, 95):7.1f} ms  "
-            f"p99 {percentile(ms, 99):7.1f} ms  fresh {run.fresh_after:5.1f} s after the load  "
+            f"p95 {percentile(ms, 0.95):7.1f} ms  "
+            f"p99 {percentile(ms, 0.99):7.1f} ms  fresh {run.fresh_after:5.1f} s after the load  "
             f"COPY {run.copy_per_second:>8,.0f} markers/s  ratio {ratio:5.1f}×"
             + (f"  ERRORS {len(run.errors)}: {sorted(set(run.errors))}" if run.errors else "")
         )

@@ -18,14 +18,10 @@ from django.db.models import Count
 from django.test import Client
 
 from tracking import recompute
+from tracking.management.commands._base import percentile
 from tracking.models import CareAssignment, Membership, Patient, Role
 
 BENCH_USER = "bench.therapist"
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class Command(BaseCommand):
@@ -63,7 +59,7 @@ class Command(BaseCommand):
                 if response.status_code != 200:
                     raise CommandError(f"{url} answered {response.status_code}")
             self.stdout.write(
-                f"{name:42} p50 {statistics.median(samples):7.1f} ms   p95 {_percentile(samples, 0.95):7.1f} ms"
+                f"{name:42} p50 {statistics.median(samples):7.1f} ms   p95 {percentile(samples, 0.95):7.1f} ms"
                 f"   (n={iterations}, target p95 <= 150 ms)"
             )
 
