@@ -25,8 +25,7 @@ if TYPE_CHECKING:
 CONFIDENTIAL = "Confidential — contains clinical information"
 
 
-def _note_row(note: ClinicalNote, viewer: AnyUser | None) -> dict[str, Any]:
-    revisions = getattr(note, "n_revisions", 0)
+def _note_fields(note: ClinicalNote) -> dict[str, Any]:
     return {
         "id": note.pk,
         "written_on": note.written_on,
@@ -34,6 +33,13 @@ def _note_row(note: ClinicalNote, viewer: AnyUser | None) -> dict[str, Any]:
         "body": note.body,
         "created_at": note.created_at,
         "updated_at": note.updated_at,
+    }
+
+
+def _note_row(note: ClinicalNote, viewer: AnyUser | None) -> dict[str, Any]:
+    revisions = getattr(note, "n_revisions", 0)
+    return {
+        **_note_fields(note),
         "revisions": revisions,
         "edited": revisions > 0,
         "can_edit": viewer is not None and note.author_id == getattr(viewer, "pk", None),
@@ -66,15 +72,7 @@ def note_history(note: ClinicalNote) -> dict[str, Any]:
     revisions = [
         {"written_on": r.written_on, "body": r.body, "replaced_at": r.replaced_at} for r in note.revisions.all()
     ]
-    return {
-        "id": note.pk,
-        "written_on": note.written_on,
-        "author": note.author.get_username(),
-        "body": note.body,
-        "created_at": note.created_at,
-        "updated_at": note.updated_at,
-        "revisions": revisions,
-    }
+    return {**_note_fields(note), "revisions": revisions}
 
 
 def _open_alerts(patient: Patient) -> list[dict[str, Any]]:
