@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from reports import report_svg
 from reports.models import ClinicalNote
-from reports.selectors import alerts_for_patient, patient_effectiveness, patient_outcome_series
+from reports.selectors import alerts_for_patient, patient_outcome_series
 from tracking.models import Milestone, Patient
 
 if TYPE_CHECKING:
@@ -112,14 +112,14 @@ def patient_report(
       clinic's time zone;
     - per instrument the outcome series (`reports.selectors.patient_outcome_series`) with its chart as an
       inline SVG (`reports.report_svg`, so the PDF needs no script), and the classification with reliable
-      change, recovery and, where present, not on track (`patient_effectiveness`);
+      change, recovery and not on track (the series' `classification`, as `patient_effectiveness` gives it);
     - the engagement summary and milestones (`engagement`: the patient page's read model, passed in by
       the caller so a stale summary is recomputed the same way), the open alerts and the notes.
     `patient.clinic` should be loaded (access.patient_for_user does)."""
     now = now or timezone.now()
     clinic_tz = patient.clinic.timezone
     series = patient_outcome_series(patient)
-    effectiveness = patient_effectiveness(patient)
+    effectiveness = series["classification"]  # patient_effectiveness's, from the scores already read
     notes = patient_notes(patient, viewer)
     instruments = []
     for instrument in series["instruments"]:
