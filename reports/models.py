@@ -93,6 +93,29 @@ class OutcomeResponse(models.Model):
         return {field: (items[i] if i < len(items) else None) for i, field in enumerate(ITEM_FIELDS)}
 
 
+class OutcomeSummary(models.Model):
+    """Per patient and instrument: the first and the latest total (by administration time, ties by
+    response id, as `reports.outcomes` orders them), and how many. Kept by database triggers on
+    OutcomeResponse (migration reports/0008), whatever writes a response: ingest, an import, a retention
+    purge, raw SQL. The caseload reads it with two joins instead of subqueries per patient."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="outcome_summaries")
+    instrument = models.CharField(max_length=8, choices=INSTRUMENT_CHOICES)
+    first_total = models.PositiveSmallIntegerField()
+    first_at = models.DateTimeField()
+    first_response_id = models.CharField(max_length=128)
+    latest_total = models.PositiveSmallIntegerField()
+    latest_at = models.DateTimeField()
+    latest_response_id = models.CharField(max_length=128)
+    count = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["patient", "instrument"], name="outcome_summary_once")]
+
+    def __str__(self) -> str:
+        return f"{self.instrument} summary of patient {self.patient_id}"
+
+
 class AlertKind(models.TextChoices):
     CRISIS_SIGNAL = "crisis_signal", "Crisis signal from the game"
     ITEM9 = "phq9_item9", "PHQ-9 item 9 answered above 0"

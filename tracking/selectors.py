@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from django.core.paginator import Page, Paginator
 from django.db import connection
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Least, NullIf
 from django.utils import timezone
 
@@ -104,18 +104,6 @@ ATTENTION_ORDER = (
 )
 
 
-def _latest_total(instrument: str, last: bool) -> Subquery:
-    # First and latest by administration time, ties by response id (as reports.outcomes orders them).
-    order = ("-administered_at", "-response_id") if last else ("administered_at", "response_id")
-    responses = OutcomeResponse.objects.filter(patient=OuterRef("pk"), instrument=instrument)
-    return Subquery(responses.order_by(*order).values("total")[:1])
-
-
-def _last_administered_at(instrument: str) -> Subquery:
-    responses = OutcomeResponse.objects.filter(patient=OuterRef("pk"), instrument=instrument)
-    return Subquery(responses.order_by("-administered_at").values("administered_at")[:1])
-
-
 def _last_session_at() -> Subquery:
     sessions = TherapySession.objects.filter(patient=OuterRef("pk")).order_by("-started_at")
     return Subquery(sessions.values("started_at")[:1])
@@ -125,11 +113,6 @@ def _off_track(instrument: str, field: str) -> Subquery:
     """A field of the patient's stored not-on-track result on `instrument`, only while it is true."""
     status = MeasureStatus.objects.filter(patient=OuterRef("pk"), instrument=instrument, not_on_track=True)
     return Subquery(status.values(field)[:1])
-
-
-def _score_count(instrument: str) -> Coalesce:
-    responses = OutcomeResponse.objects.filter(patient=OuterRef("pk"), instrument=instrument).order_by()
-    return Coalesce(Subquery(responses.values("patient").annotate(n=Count("pk")).values("n")[:1]), 0)
 
 
 def _open_alerts() -> QuerySet[Alert]:
@@ -169,6 +152,23 @@ CADENCE_INSTRUMENTS: tuple[Instrument, ...] = (PHQ9, GAD7)
 
 if TYPE_CHECKING:
     CaseloadPatient = WithAnnotations[Patient, CaseloadAnnotations]
+
+
+def _outcome_summaries() -> dict[str, Any]:
+    """Each tracked measure's first and latest totals, how many, and the latest administration, from the
+    stored per-patient outcome summary (`reports.OutcomeSummary`, kept by triggers): one join per measure
+    on its unique (patient, instrument) row, no subquery per patient."""
+    fields: dict[str, Any] = {}
+    for instrument in CADENCE_INSTRUMENTS:
+        code = instrument.code
+        fields[f"{code}_summary"] = FilteredRelation(
+            "outcome_summaries", condition=Q(outcome_summaries__instrument=code)
+        )
+        fields[f"{code}_first"] = F(f"{code}_summary__first_total")
+        fields[f"{code}_last"] = F(f"{code}_summary__latest_total")
+        fields[f"{code}_count"] = Coalesce(F(f"{code}_summary__count"), 0)
+        fields[f"{code}_last_at"] = F(f"{code}_summary__latest_at")
+    return fields
 
 
 def _inactive_for_a_week(rows: QuerySet[CaseloadPatient], now: datetime) -> QuerySet[CaseloadPatient]:
@@ -226,23 +226,21 @@ def due_marks(patient: CaseloadPatient, now: datetime) -> list[cadence.Due]:
 def caseload_rows(
     user: User, query: CaseloadQuery | None = None, now: datetime | None = None
 ) -> QuerySet[CaseloadPatient]:
-    """The therapist's patients with everything the caseload shows, in one query (the stored analytics
-    summary, first and latest questionnaire totals and their counts, open alerts: how many, the most
-    severe, and whether one is a PHQ-9 item 9 alert; the latest session and administrations, for the due
-    measures; the stored not-on-track results). `now` is for tests; the default is the clock."""
+    """The therapist's patients with everything the caseload shows, in one query: the stored analytics
+    summary; from the stored outcome summary, the first and latest questionnaire totals, their counts and
+    the latest administrations; open alerts (how many, the most severe, and whether one is a PHQ-9 item 9
+    alert); the latest session, for the due measures; the stored not-on-track results. `now` is for
+    tests; the default is the clock."""
     query = query or CaseloadQuery()
     now = now or timezone.now()
     most_severe = _open_alerts().annotate(rank=severity_rank()).order_by("rank").values("rank")[:1]
-    rows = (
+    # Cast: the type checker cannot read the annotations spread from `_outcome_summaries()`.
+    rows = cast(
+        "QuerySet[CaseloadPatient]",
         caseload_for_user(user)
         .select_related("clinic", "summary")
         .annotate(
-            phq9_first=_latest_total(PHQ9.code, last=False),
-            phq9_last=_latest_total(PHQ9.code, last=True),
-            phq9_count=_score_count(PHQ9.code),
-            gad7_first=_latest_total(GAD7.code, last=False),
-            gad7_last=_latest_total(GAD7.code, last=True),
-            gad7_count=_score_count(GAD7.code),
+            **_outcome_summaries(),
             open_alerts=Count("alerts", filter=Q(alerts__acknowledged_at__isnull=True), distinct=True),
             open_rank=Subquery(most_severe),
             # urgent 3, high 2, moderate 1, no open alert 0: "more is worse", for sorting
@@ -250,13 +248,11 @@ def caseload_rows(
             open_item9=Exists(_open_alerts().filter(kind=AlertKind.ITEM9)),
             zone=_patient_tz(),
             last_session_at=_last_session_at(),
-            phq9_last_at=_last_administered_at(PHQ9.code),
-            gad7_last_at=_last_administered_at(GAD7.code),
             phq9_off_track_basis=_off_track(PHQ9.code, "basis"),
             phq9_off_track_inputs=_off_track(PHQ9.code, "trajectory"),
             gad7_off_track_basis=_off_track(GAD7.code, "basis"),
             gad7_off_track_inputs=_off_track(GAD7.code, "trajectory"),
-        )
+        ),
     )
     if query.search:
         rows = rows.filter(player_id__icontains=query.search)

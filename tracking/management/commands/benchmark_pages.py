@@ -4,8 +4,10 @@
 
 Measures, in-process through Django's test client (no network, no browser), the caseload of a therapist
 with 100 patients and the page of the patient with the most history, p50/p95 over --iterations. The
-patient page is measured cold (cache emptied before each request) and warm. Creates the user
-`bench.therapist` (and its 100 assignments) the first time.
+patient page is measured cold (cache emptied before each request) and warm. Then the caseload's
+deteriorating filter again with 5 times the caseload (500 patients by default, if the clinic has them),
+with the ratio: the filter's cost should not grow with the caseload (target within ±20%). Creates the user
+`bench.therapist` (and its assignments) the first time.
 """
 
 import statistics
@@ -37,13 +39,7 @@ class Command(BaseCommand):
             raise CommandError("No patient to measure: run seed_demo first.")
         user, _ = get_user_model().objects.get_or_create(username=BENCH_USER)
         Membership.objects.get_or_create(user=user, clinic=subject.clinic, defaults={"role": Role.THERAPIST})
-        patients = list(
-            Patient.objects.filter(clinic=subject.clinic).exclude(pk=subject.pk).order_by("pk")[: caseload - 1]
-        )
-        CareAssignment.objects.bulk_create(
-            [CareAssignment(patient=p, therapist=user) for p in [subject, *patients]], ignore_conflicts=True
-        )
-        recompute.patients_recompute([subject.pk, *(p.pk for p in patients)])
+        self.assign(user, subject, caseload)
         client = Client(SERVER_NAME="localhost")
         client.force_login(user)
         self.stdout.write(f"caseload of {caseload} patients; patient {subject.player_id} with {subject.n} sessions")
@@ -62,9 +58,29 @@ class Command(BaseCommand):
                 f"{name:42} p50 {statistics.median(samples):7.1f} ms   p95 {percentile(samples, 0.95):7.1f} ms"
                 f"   (n={iterations}, target p95 <= 150 ms)"
             )
+            return statistics.median(samples)
 
         measure("caseload (page 1, sorted by dropout risk)", "/?sort=-risk")
-        measure("caseload (filter: deteriorating)", "/?filter=deteriorating")
+        few = measure("caseload (filter: deteriorating)", "/?filter=deteriorating")
         page = f"/patients/{subject.player_id}/"
         measure("patient page, cold cache", page, before=cache.clear)
         measure("patient page, warm cache", page)
+        larger = self.assign(user, subject, caseload * 5)
+        if larger > caseload:
+            many = measure(f"caseload of {larger} (filter: deteriorating)", "/?filter=deteriorating")
+            self.stdout.write(
+                f"deteriorating filter, {larger} against {caseload} patients: {many / few:.2f}x (target 0.8-1.2x)"
+            )
+
+    @staticmethod
+    def assign(user, subject: Patient, caseload: int) -> int:
+        """Assign `user` the subject and the clinic's first other patients, up to `caseload` (analytics
+        computed); the number assigned."""
+        patients = list(
+            Patient.objects.filter(clinic=subject.clinic).exclude(pk=subject.pk).order_by("pk")[: caseload - 1]
+        )
+        CareAssignment.objects.bulk_create(
+            [CareAssignment(patient=p, therapist=user) for p in [subject, *patients]], ignore_conflicts=True
+        )
+        recompute.patients_recompute([subject.pk, *(p.pk for p in patients)])
+        return 1 + len(patients)

@@ -1,0 +1,198 @@
+"""The stored per-patient outcome summary (issue 14, item 3): the first and latest totals and their count,
+kept by database triggers, always equal to what the responses themselves say, whatever writes them; and
+the caseload's deteriorating filter, which reads it, costs the same queries and plan for 100 and 500
+patients."""
+
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+
+from reports.models import OutcomeResponse, OutcomeSummary
+from tests.conftest import logged_in
+from tests.factories import CareAssignmentFactory, OutcomeResponseFactory, PatientFactory
+from tracking import selectors
+from tracking.selectors import CaseloadQuery
+
+T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+
+
+def expected() -> dict[tuple[int, str], tuple]:
+    """The summaries recomputed from the responses, ordered as reports.outcomes orders them."""
+    found: dict[tuple[int, str], list] = {}
+    for r in OutcomeResponse.objects.order_by("administered_at", "response_id"):
+        found.setdefault((r.patient_id, r.instrument), []).append(r)
+    return {
+        key: (rows[0].total, rows[0].administered_at, rows[-1].total, rows[-1].administered_at, len(rows))
+        for key, rows in found.items()
+    }
+
+
+def stored() -> dict[tuple[int, str], tuple]:
+    return {
+        (s.patient_id, s.instrument): (s.first_total, s.first_at, s.latest_total, s.latest_at, s.count)
+        for s in OutcomeSummary.objects.all()
+    }
+
+
+def test_a_first_response_makes_the_summary_and_later_ones_move_only_the_latest(clinic):
+    patient = PatientFactory(clinic=clinic)
+    OutcomeResponseFactory(patient=patient, total=18, administered_at=T0)
+    OutcomeResponseFactory(patient=patient, total=9, administered_at=T0 + timedelta(days=14))
+    summary = OutcomeSummary.objects.get(patient=patient, instrument="phq9")
+    assert (summary.first_total, summary.latest_total, summary.count) == (18, 9, 2)
+    assert summary.latest_at == T0 + timedelta(days=14)
+
+
+def test_history_posted_late_becomes_the_first_score(clinic):
+    patient = PatientFactory(clinic=clinic)
+    OutcomeResponseFactory(patient=patient, total=12, administered_at=T0)
+    OutcomeResponseFactory(patient=patient, total=20, administered_at=T0 - timedelta(seconds=1))
+    summary = OutcomeSummary.objects.get(patient=patient)
+    assert (summary.first_total, summary.latest_total, summary.count) == (20, 12, 2)
+
+
+def test_a_tie_in_time_is_ordered_by_response_id(clinic):
+    patient = PatientFactory(clinic=clinic)
+    OutcomeResponseFactory(patient=patient, response_id="r-b", total=5, administered_at=T0)
+    OutcomeResponseFactory(patient=patient, response_id="r-c", total=7, administered_at=T0)
+    OutcomeResponseFactory(patient=patient, response_id="r-a", total=3, administered_at=T0)
+    summary = OutcomeSummary.objects.get(patient=patient)
+    assert (summary.first_response_id, summary.first_total) == ("r-a", 3)
+    assert (summary.latest_response_id, summary.latest_total) == ("r-c", 7)
+
+
+def test_each_instrument_has_its_own_summary(clinic):
+    patient = PatientFactory(clinic=clinic)
+    OutcomeResponseFactory(patient=patient, instrument="phq9", total=15, administered_at=T0)
+    OutcomeResponseFactory(patient=patient, instrument="gad7", total=4, administered_at=T0 + timedelta(days=1))
+    assert stored() == expected()
+    assert {s.instrument: s.count for s in OutcomeSummary.objects.filter(patient=patient)} == {"phq9": 1, "gad7": 1}
+
+
+def test_an_update_or_delete_rebuilds_the_summary_and_the_last_delete_removes_it(clinic):
+    patient = PatientFactory(clinic=clinic)
+    first = OutcomeResponseFactory(patient=patient, total=18, administered_at=T0)
+    last = OutcomeResponseFactory(patient=patient, total=9, administered_at=T0 + timedelta(days=14))
+    OutcomeResponse.objects.filter(pk=first.pk).update(administered_at=T0 + timedelta(days=30))
+    assert OutcomeSummary.objects.get(patient=patient).latest_total == 18
+    OutcomeResponse.objects.filter(pk=first.pk).update(instrument="gad7", total=6)
+    assert stored() == expected()
+    last.delete()
+    assert not OutcomeSummary.objects.filter(patient=patient, instrument="phq9").exists()
+    assert stored() == expected()
+
+
+def test_deleting_a_patient_leaves_no_summary(clinic):
+    patient = PatientFactory(clinic=clinic)
+    OutcomeResponseFactory(patient=patient)
+    patient.delete()
+    assert not OutcomeSummary.objects.exists()
+
+
+def test_a_random_sequence_of_writes_always_matches_the_responses(clinic):
+    rng = random.Random(14)
+    patients = [PatientFactory(clinic=clinic) for _ in range(3)]
+    made: list[int] = []
+    for step in range(150):
+        action = rng.random()
+        if action < 0.6 or not made:
+            response = OutcomeResponseFactory(
+                patient=rng.choice(patients),
+                instrument=rng.choice(["phq9", "gad7"]),
+                response_id=f"rnd-{rng.randrange(40):02d}-{step}",
+                total=rng.randrange(0, 22),
+                administered_at=T0 + timedelta(hours=rng.randrange(10)),  # many ties in time
+            )
+            made.append(response.pk)
+        elif action < 0.8:
+            OutcomeResponse.objects.filter(pk=rng.choice(made)).update(
+                total=rng.randrange(0, 22), administered_at=T0 + timedelta(hours=rng.randrange(10))
+            )
+        else:
+            pk = made.pop(rng.randrange(len(made)))
+            OutcomeResponse.objects.filter(pk=pk).delete()
+        assert stored() == expected(), f"step {step}"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers: PostgreSQL")
+def test_concurrent_writers_for_one_patient_count_every_response(clinic):
+    patient = PatientFactory(clinic=clinic)
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            for n in range(25):
+                OutcomeResponseFactory(
+                    patient=patient,
+                    response_id=f"w{worker}-{n:02d}",
+                    total=(worker * 25 + n) % 28,
+                    administered_at=T0 + timedelta(minutes=(n * 7 + worker) % 60),
+                )
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert OutcomeSummary.objects.get(patient=patient).count == 100
+    assert stored() == expected()
+
+
+def deteriorating_caseload(clinic, therapist, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        patient = CareAssignmentFactory(
+            patient=PatientFactory(clinic=clinic, player_id=f"dt-{i:04d}"), therapist=therapist
+        ).patient
+        OutcomeResponseFactory(patient=patient, total=8, administered_at=T0)
+        # every third patient rises by 6 (reliable deterioration on the PHQ-9), the others by 2
+        OutcomeResponseFactory(patient=patient, total=14 if i % 3 == 0 else 10, administered_at=T0 + timedelta(days=28))
+
+
+def test_the_deteriorating_filter_costs_the_same_queries_for_100_and_500_patients(clinic, therapist_a):
+    client = logged_in(therapist_a)
+    deteriorating_caseload(clinic, therapist_a, 100)
+    client.get("/")  # the session's first request: not part of the measure
+    with CaptureQueriesContext(connection) as few:
+        page = client.get("/?filter=deteriorating")
+    assert page.status_code == 200 and page.context["page"].paginator.count == 34
+    deteriorating_caseload(clinic, therapist_a, 400, start=100)
+    with CaptureQueriesContext(connection) as many:
+        page = client.get("/?filter=deteriorating")
+    assert page.status_code == 200 and page.context["page"].paginator.count == 167
+    assert len(few.captured_queries) == len(many.captured_queries) == 10
+
+
+def _plan_nodes(node: dict):
+    yield node
+    for child in node.get("Plans", ()):
+        yield from _plan_nodes(child)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL query plans")
+def test_the_deteriorating_filter_reads_no_response_per_patient(clinic, therapist_a):
+    """The caseload query's plan never touches the responses table: first and latest come from the
+    summary's two joins, not from subqueries run once per patient."""
+    deteriorating_caseload(clinic, therapist_a, 60)
+    rows = selectors.caseload_rows(therapist_a, CaseloadQuery(filters=frozenset({"deteriorating"})))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE reports_outcomeresponse")
+        cursor.execute("ANALYZE reports_outcomesummary")
+        sql, params = rows.query.sql_with_params()
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0][0]["Plan"]  # psycopg decodes the JSON
+    relations = {node.get("Relation Name") for node in _plan_nodes(plan)}
+    assert "reports_outcomesummary" in relations
+    assert OutcomeResponse._meta.db_table not in relations
+    assert len(rows) == 20
