@@ -2,6 +2,7 @@
 
 import logging
 import os
+from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
@@ -26,7 +27,7 @@ def enqueue(task, *args, countdown: float = 0) -> bool:
         return False
 
 
-def enqueue_once(task, arg: int, *, key: str, countdown: float) -> bool:
+def enqueue_once(task, *args, key: str, countdown: float = 0) -> bool:
     """Debounced `enqueue`: at most one queued run per `key` at a time (a burst of writes → one run); the
     task deletes `key` when it starts, so changes from then on queue a new run. With the cache down it
     sends anyway (a run twice is harmless). Returns whether a task was sent."""
@@ -37,13 +38,61 @@ def enqueue_once(task, arg: int, *, key: str, countdown: float) -> bool:
             return False  # a run is already queued and has not started yet
     except Exception as error:
         logger.warning("debounce cache unavailable: %s", type(error).__name__)
-    if enqueue(task, arg, countdown=countdown):
+    if enqueue(task, *args, countdown=countdown):
         return True
     try:
         cache.delete(key)
     except Exception as error:
         logger.warning("debounce cache unavailable: %s", type(error).__name__)
     return False
+
+
+class PendingSet:
+    """A set of ids waiting for work, in Redis (`SADD` / `SPOP`): writers add, a draining task pops a
+    group at a time, so a burst of changes to many patients becomes a few group runs. It is a speed-up,
+    never the record: what it loses (Redis down, a worker killed after a pop) is found again by a sweep
+    over the database. Errors are raised to the caller, which decides the fallback."""
+
+    REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
+
+    def __init__(self, name: str):
+        self.name = name
+        self._clients: dict[str, Any] = {}
+
+    @staticmethod
+    def _cache_settings() -> dict:
+        from django.conf import settings
+
+        return settings.CACHES["default"]
+
+    def available(self) -> bool:
+        """Whether the cache is Redis (the set lives beside it); not in the demo's in-memory cache."""
+        return self._cache_settings()["BACKEND"] == self.REDIS_CACHE
+
+    def _redis(self):
+        location = self._cache_settings()["LOCATION"]
+        if location not in self._clients:
+            import redis
+
+            self._clients[location] = redis.Redis.from_url(location, socket_timeout=5, socket_connect_timeout=2)
+        return self._clients[location]
+
+    @property
+    def key(self) -> str:
+        return f"{self._cache_settings().get('KEY_PREFIX', '')}:{self.name}"
+
+    def add(self, ids: list[int]) -> None:
+        if ids:
+            self._redis().sadd(self.key, *ids)
+
+    def pop(self, count: int) -> list[int]:
+        return sorted(int(value) for value in self._redis().spop(self.key, count) or [])
+
+    def members(self, ids: list[int]) -> set[int]:
+        if not ids:
+            return set()
+        flags = self._redis().smismember(self.key, ids)
+        return {i for i, member in zip(ids, flags, strict=True) if member}
 
 
 def _beat_schedule() -> dict:

@@ -62,7 +62,7 @@ def test_ingest_answers_2xx_and_the_alert_reaches_the_therapist(
     # expected-recovery rebuild). Each receiver failed quietly:
     assert len(callbacks) == 3
     enqueue_failures = [r.getMessage() for r in caplog.records if "could not enqueue" in r.getMessage()]
-    assert any("recompute_patient_analytics" in m for m in enqueue_failures)
+    assert any("recompute_patient_group" in m for m in enqueue_failures)
     assert any("rebuild_references" in m for m in enqueue_failures)
     assert sum("notify_alert" in m for m in enqueue_failures) == 2
     assert any("live bump failed" in r.getMessage() for r in caplog.records)

@@ -9,6 +9,7 @@ and the sweep goes on. Only a soft time limit, which is not the item's fault, en
 
 import contextlib
 import logging
+import time
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -17,7 +18,7 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
-from progress_site.celery import enqueue, enqueue_once
+from progress_site.celery import PendingSet, app, enqueue, enqueue_once
 from tracking import audit, history, recompute, webhooks
 from tracking.models import Patient, WebhookDelivery
 
@@ -27,13 +28,33 @@ DEBOUNCE_KEY = "analytics-queued:{}"
 GROUP_SIZE = 200  # patients per group recompute
 RECONCILE_CLAIM_SECONDS = 600
 STOP_ON = (SoftTimeLimitExceeded,)  # not an item's fault: end the task, the next run goes on
+CHANGED = PendingSet("analytics-changed")  # patients whose analytics wait for a recompute
+DRAIN_QUEUED_KEY = "analytics-drain-queued"
+DRAIN_SECONDS = 30.0  # a drain hands over to a new task after this long (well inside its time limit)
 
 
 def schedule_recompute(patient_ids, delay: float | None = None) -> None:
-    """Debounced: at most one queued recompute per patient at a time (a burst of ingests → one run)."""
+    """The patients' analytics are to be recomputed. They join the set of changed patients, and one drain
+    task (at most one queued at a time) recomputes that set in groups of GROUP_SIZE: a burst of ingests
+    for many patients becomes a few group runs, not one task per patient, and no task waits in a worker
+    for its time (`delay` is 0 unless ANALYTICS_DEBOUNCE_SECONDS asks for one). With tasks run in-process
+    (the demo) they are recomputed now. When the set cannot be written, group tasks are sent instead; when
+    those cannot be sent either, the reconciler finds the patients (their data_changed_at)."""
+    ids = sorted(set(patient_ids))
+    if not ids:
+        return
+    if app.conf.task_always_eager or not CHANGED.available():
+        enqueue(recompute_patient_group, ids)
+        return
+    try:
+        CHANGED.add(ids)
+    except Exception as error:
+        logger.warning("changed-patients set unavailable: %s", type(error).__name__)
+        for start in range(0, len(ids), GROUP_SIZE):
+            enqueue(recompute_patient_group, ids[start : start + GROUP_SIZE])
+        return
     delay = settings.ANALYTICS_DEBOUNCE_SECONDS if delay is None else delay
-    for patient_id in patient_ids:
-        enqueue_once(recompute_patient_analytics, patient_id, key=DEBOUNCE_KEY.format(patient_id), countdown=delay)
+    enqueue_once(recompute_changed_analytics, key=DRAIN_QUEUED_KEY, countdown=delay)
 
 
 # ----- receivers of the services' signals (connected in TrackingConfig.ready) ------------------------
@@ -53,15 +74,34 @@ def on_webhooks_queued(sender, *, delivery_ids, **kwargs) -> None:
 
 @shared_task(time_limit=60, soft_time_limit=50)
 def recompute_patient_analytics(patient_id: int) -> bool:
+    """One patient (what an operator or a message queued by an earlier release asks for)."""
     cache.delete(DEBOUNCE_KEY.format(patient_id))  # changes from now on queue a new run
     return recompute.patient_recompute(patient_id, stop_on=STOP_ON)  # a failure is recorded, not raised
+
+
+@shared_task(time_limit=120, soft_time_limit=100)
+def recompute_changed_analytics() -> int:
+    """Drains the set of changed patients, a group at a time, each group in one transaction with a fixed
+    number of queries. Another drain may run beside it on another worker process: each pops its own
+    groups. After DRAIN_SECONDS it hands what is left to a new task. Returns how many were recomputed."""
+    with contextlib.suppress(Exception):
+        cache.delete(DRAIN_QUEUED_KEY)  # changes from now on queue a new drain
+    deadline = time.monotonic() + DRAIN_SECONDS
+    done = 0
+    while ids := CHANGED.pop(GROUP_SIZE):
+        done += recompute.patients_recompute(ids, stop_on=STOP_ON)
+        if time.monotonic() > deadline:
+            enqueue_once(recompute_changed_analytics, key=DRAIN_QUEUED_KEY)
+            break
+    return done
 
 
 @shared_task(time_limit=300, soft_time_limit=280)
 def reconcile_analytics(limit: int = 5000) -> int:
     """Queues every patient whose data changed after its last computation, or whose summary is for an
     earlier local day (streaks and risk move with the calendar), in groups. A patient already queued
-    (by ingest or by an earlier run whose group has not started) is not sent again; a claim that is never
+    (in the changed set, for which it makes sure a drain is queued, or by an earlier run whose group has
+    not started) is not sent again; a claim that is never
     honoured (a lost task) lapses after RECONCILE_CLAIM_SECONDS. A patient whose recompute failed waits
     for its `analytics_retry_at`, and is then sent in a group of its own, so that it cannot fail a group
     of others again. Returns how many were queued."""
@@ -79,13 +119,26 @@ def reconcile_analytics(limit: int = 5000) -> int:
         )
         ids += [pid for pid in outdated if pid not in failed or failed[pid] <= now]
         retrying.update(failed)
-    claimed = [pid for pid in ids if _claim(pid)]
+    waiting = _waiting_for_a_drain(ids)
+    if waiting:  # a drain is due for them; make sure one is queued (its message may have been lost)
+        enqueue_once(recompute_changed_analytics, key=DRAIN_QUEUED_KEY)
+    claimed = [pid for pid in ids if pid not in waiting and _claim(pid)]
     groups = [[pid] for pid in claimed if pid in retrying]
     healthy = [pid for pid in claimed if pid not in retrying]
     groups += [healthy[start : start + GROUP_SIZE] for start in range(0, len(healthy), GROUP_SIZE)]
     for group in groups:
         enqueue(recompute_patient_group, group)
     return len(claimed)
+
+
+def _waiting_for_a_drain(ids: list[int]) -> set[int]:
+    """Those of `ids` in the changed set: a drain is due to recompute them."""
+    if app.conf.task_always_eager or not CHANGED.available():
+        return set()
+    try:
+        return CHANGED.members(ids)
+    except Exception:  # Redis down: send them all (a recompute twice is harmless)
+        return set()
 
 
 def _claim(patient_id: int) -> bool:
