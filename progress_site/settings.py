@@ -170,9 +170,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Fail fast when the broker is down: the data is already committed and a beat task reconciles.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 CELERY_TIMEZONE = "UTC"
-# Analytics freshness: a recompute runs this long after the last ingest for a patient (a burst → one
-# run); the reconciler finds patients whose recompute was lost or never sent.
-ANALYTICS_DEBOUNCE_SECONDS = float(env_str("ANALYTICS_DEBOUNCE_SECONDS", "2"))
+# Analytics freshness: changed patients wait in a set that one drain task recomputes in groups (a burst
+# → a few group runs); the drain starts this long after the change that queued it, so under a steady
+# load each patient is recomputed about once a second at most (0: at once). At most one drain waits in
+# a worker for its time. The reconciler finds patients whose recompute was lost.
+ANALYTICS_DEBOUNCE_SECONDS = float(env_str("ANALYTICS_DEBOUNCE_SECONDS", "1"))
 ANALYTICS_RECONCILE_SECONDS = float(env_str("ANALYTICS_RECONCILE_SECONDS", "60"))
 ANALYTICS_CACHE_SECONDS = env_int("ANALYTICS_CACHE_SECONDS", 300)
 # Expected recovery (DESIGN §8): a clinic's references are rebuilt this long after its last new

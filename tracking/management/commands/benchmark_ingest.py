@@ -138,9 +138,8 @@ class Command(BaseCommand):
     # ----- the stack --------------------------------------------------------------------------------
 
     def _start(self, command: list[str], log: Path) -> subprocess.Popen:
-        env = {**os.environ, "ANALYTICS_DEBOUNCE_SECONDS": os.environ.get("ANALYTICS_DEBOUNCE_SECONDS", "2")}
         output = log.open("w")  # noqa: SIM115 (open while the process runs; the directory goes at the end)
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
+        return subprocess.Popen(command, cwd=ROOT, env=os.environ, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
 
     def _wait_for_web(self, port: int) -> None:
         deadline = time.monotonic() + 60
