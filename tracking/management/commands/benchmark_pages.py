@@ -6,8 +6,10 @@ Measures, in-process through Django's test client (no network, no browser), the 
 with 100 patients and the page of the patient with the most history, p50/p95 over --iterations. The
 patient page is measured cold (cache emptied before each request) and warm. Then the caseload's
 deteriorating filter again with 5 times the caseload (500 patients by default, if the clinic has them),
-with the ratio: the filter's cost should not grow with the caseload (target within ±20%). Creates the user
-`bench.therapist` (and its assignments) the first time.
+with the ratio: the filter's cost should not grow with the caseload (target within ±20%). The clinic's
+deteriorating patients are assigned first, so that both filtered pages show the same number of rows and
+the ratio measures the filter, not a fuller page. Creates the user `bench.therapist` (and its
+assignments) the first time.
 """
 
 import statistics
@@ -16,9 +18,11 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Count
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.test import Client
 
+from reports.instruments import GAD7, PHQ9
+from reports.models import OutcomeSummary
 from tracking import recompute
 from tracking.management.commands._base import percentile
 from tracking.models import CareAssignment, Membership, Patient, Role
@@ -76,8 +80,16 @@ class Command(BaseCommand):
     def assign(user, subject: Patient, caseload: int) -> int:
         """Assign `user` the subject and the clinic's first other patients, up to `caseload` (analytics
         computed); the number assigned."""
+        deteriorating = Exists(
+            OutcomeSummary.objects.filter(patient=OuterRef("pk")).filter(
+                Q(instrument=PHQ9.code, latest_total__gte=F("first_total") + PHQ9.reliable_change)
+                | Q(instrument=GAD7.code, latest_total__gte=F("first_total") + GAD7.reliable_change)
+            )
+        )
         patients = list(
-            Patient.objects.filter(clinic=subject.clinic).exclude(pk=subject.pk).order_by("pk")[: caseload - 1]
+            Patient.objects.filter(clinic=subject.clinic)
+            .exclude(pk=subject.pk)
+            .order_by(deteriorating.desc(), "pk")[: caseload - 1]
         )
         CareAssignment.objects.bulk_create(
             [CareAssignment(patient=p, therapist=user) for p in [subject, *patients]], ignore_conflicts=True
