@@ -35,26 +35,30 @@ DRAIN_SECONDS = 30.0  # a drain hands over to a new task after this long (well i
 
 def schedule_recompute(patient_ids, delay: float | None = None) -> None:
     """The patients' analytics are to be recomputed. They join the set of changed patients, and one drain
-    task (at most one queued at a time) recomputes that set in groups of GROUP_SIZE: a burst of ingests
-    for many patients becomes a few group runs, not one task per patient, and no task waits in a worker
-    for its time (`delay` is 0 unless ANALYTICS_DEBOUNCE_SECONDS asks for one). With tasks run in-process
-    (the demo) they are recomputed now. When the set cannot be written, group tasks are sent instead; when
-    those cannot be sent either, the reconciler finds the patients (their data_changed_at)."""
+    task (at most one queued at a time) recomputes that set in groups of GROUP_SIZE, `delay` seconds
+    later (ANALYTICS_DEBOUNCE_SECONDS): a burst of ingests for many patients becomes a few group runs, not
+    one task per patient. With tasks run in-process (the demo) they are recomputed now. When the set
+    cannot be written, group tasks are sent instead; when those cannot be sent either, the reconciler
+    finds the patients (their data_changed_at)."""
     ids = sorted(set(patient_ids))
     if not ids:
         return
     if app.conf.task_always_eager or not CHANGED.available():
-        enqueue(recompute_patient_group, ids)
+        _send_groups(ids)
         return
     try:
         CHANGED.add(ids)
     except Exception as error:
         logger.warning("changed-patients set unavailable: %s", type(error).__name__)
-        for start in range(0, len(ids), GROUP_SIZE):
-            enqueue(recompute_patient_group, ids[start : start + GROUP_SIZE])
+        _send_groups(ids)
         return
     delay = settings.ANALYTICS_DEBOUNCE_SECONDS if delay is None else delay
     enqueue_once(recompute_changed_analytics, key=DRAIN_QUEUED_KEY, countdown=delay)
+
+
+def _send_groups(ids: list[int]) -> None:
+    for start in range(0, len(ids), GROUP_SIZE):
+        enqueue(recompute_patient_group, ids[start : start + GROUP_SIZE])
 
 
 # ----- receivers of the services' signals (connected in TrackingConfig.ready) ------------------------
