@@ -160,20 +160,25 @@ def active_days_by_patient(tz_name: str, ids: list[int]) -> dict[int, tuple[anal
         with connection.cursor() as cursor:
             cursor.execute(sql, {"tz": tz_name, "ids": ids})
             rows = cursor.fetchall()
-        fromordinal, active_day = date.fromordinal, analytics.ActiveDay
+        dates: dict[int, date] = {}  # the patients of a group share their calendar days: one date each
         try:
-            return {
-                patient_id: tuple(
-                    active_day(fromordinal(_DAY_ZERO_ORDINAL + d), n, m, _EPOCH + timedelta(microseconds=f))
-                    for d, n, m, f in zip(day_numbers, counts, minutes, firsts, strict=True)
-                )
-                for patient_id, day_numbers, counts, minutes, firsts in rows
-            }
+            return {patient_id: _active_days(dates, *arrays) for patient_id, *arrays in rows}
         except (ValueError, OverflowError) as error:
             # A local day Python cannot hold (before year 1): the same failure as the driver's when it
             # reads such a date, and without the value, which could be patient data.
             raise DataError("an active day out of the range of Python dates") from error
     return active_days_per_row(tz_name, ids)
+
+
+def _active_days(
+    dates: dict[int, date], day_numbers: list[int], counts: list[int], minutes: list[float], firsts: list[int]
+) -> tuple[analytics.ActiveDay, ...]:
+    """One patient's arrays as ActiveDays; `dates` holds each date made so far (dates are immutable)."""
+    days = [
+        dates[d] if d in dates else dates.setdefault(d, date.fromordinal(_DAY_ZERO_ORDINAL + d)) for d in day_numbers
+    ]
+    starts = [_EPOCH + timedelta(microseconds=f) for f in firsts]
+    return tuple(map(analytics.ActiveDay._make, zip(days, counts, minutes, starts, strict=True)))
 
 
 def active_days_per_row(tz_name: str, ids: list[int]) -> dict[int, tuple[analytics.ActiveDay, ...]]:

@@ -229,7 +229,10 @@ class TherapySession(models.Model):
                 name="session_ends_after_start",
             ),
         ]
-        indexes = [models.Index(fields=["patient", "started_at"], name="session_patient_time")]
+        # duration_minutes included: the recompute's per-day aggregate is then an index-only scan.
+        indexes = [
+            models.Index(fields=["patient", "started_at"], name="session_patient_time", include=["duration_minutes"])
+        ]
 
     def __str__(self) -> str:
         return self.session_id
