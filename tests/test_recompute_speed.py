@@ -12,10 +12,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from reports.models import Alert, AlertKind
 from tests.factories import PatientFactory, ProgressMarkerFactory, TherapySessionFactory
 from tests.test_progress import sessions_on
 from tracking import analytics, history, recompute
-from tracking.models import ClinicMilestoneRule, Patient, ProgressSummary
+from tracking.models import ClinicMilestoneRule, Milestone, Patient, ProgressSummary
 
 
 def _group(clinic, n, start=0):
@@ -181,3 +182,38 @@ def test_the_progress_read_says_when_it_was_last_computed_even_when_the_summary_
     second = api.get("/api/v1/patients/stamp/progress").json()["computed_at"]  # recomputed on read
     assert ProgressSummary.objects.get(patient=patient).computed_at.isoformat() == first  # not rewritten
     assert second > first
+
+
+def test_the_hand_written_group_queries_give_the_rows_of_their_orm_forms(clinic):
+    """history's PostgreSQL SQL for stored milestones, open alerts and marker counts, against the ORM
+    query each one replaces (the form SQLite runs): the same rows, in the same order where it matters."""
+    rng = random.Random(14)
+    patients = [PatientFactory(clinic=clinic, player_id=f"raw-{n}") for n in range(4)]
+    now = timezone.now()
+    kinds = ["skill_acquired", "breakthrough", "insight", "milestone"]
+    for patient in patients[:3]:
+        session = TherapySessionFactory(patient=patient, started_at=now - timedelta(days=20))
+        for _ in range(30):
+            ProgressMarkerFactory(
+                session=session, type=rng.choice(kinds), achieved_at=now - timedelta(hours=rng.randrange(24 * 20))
+            )
+        for severity in rng.sample(["moderate", "urgent", "high", "urgent"], 3):
+            Alert.objects.create(
+                clinic=clinic,
+                patient=patient,
+                kind=rng.choice(list(AlertKind)),
+                severity=severity,
+                reason="r",
+                occurred_at=now - timedelta(minutes=rng.randrange(600)),
+                acknowledged_at=now if rng.random() < 0.3 else None,
+            )
+    sessions_on(patients[0], [6, 5, 4, 3, 2, 1, 0])
+    recompute.patients_recompute([p.pk for p in patients])  # stores milestones
+    ids = [p.pk for p in patients]
+    assert Milestone.objects.filter(patient_id__in=ids).exists()
+    assert history.stored_milestones(ids) == history.stored_milestones(ids, orm=True)
+    alerts = history.open_alerts_by_patient(ids)
+    assert alerts and alerts == history.open_alerts_by_patient(ids, orm=True)
+    window = (now - timedelta(days=13), now - timedelta(days=6), now)
+    raw = sorted(history.marker_counts_by_type(ids, *window))
+    assert raw and raw == sorted(history.marker_counts_by_type(ids, *window, orm=True))
