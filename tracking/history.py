@@ -8,6 +8,7 @@ These are the recompute's inputs, apart from the pages' selectors (`tracking.sel
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import repeat
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -217,7 +218,8 @@ def _active_days(
         dates[d] if d in dates else dates.setdefault(d, date.fromordinal(_DAY_ZERO_ORDINAL + d)) for d in day_numbers
     ]
     starts = [_EPOCH + timedelta(microseconds=f) for f in firsts]
-    return tuple(map(analytics.ActiveDay._make, zip(days, counts, minutes, starts, strict=True)))
+    # tuple.__new__ is what ActiveDay._make calls, without its per-row length check (zip is strict).
+    return tuple(map(tuple.__new__, repeat(analytics.ActiveDay), zip(days, counts, minutes, starts, strict=True)))
 
 
 def active_days_per_row(tz_name: str, ids: list[int]) -> dict[int, tuple[analytics.ActiveDay, ...]]:

@@ -10,6 +10,7 @@ with signals: analytics recomputed, milestones achieved, webhooks queued, alerts
 """
 
 import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -178,11 +179,12 @@ def _refresh_recommendations(computations: list[Computation]) -> None:
     """New recommendations are created, current ones updated (a dismissed one stays dismissed), and those
     whose condition no longer holds expire; one that applies again after it expired starts afresh."""
     now = timezone.now()
-    existing = {
-        (r.patient_id, r.type): r for r in Recommendation.objects.filter(patient__in=[c.patient for c in computations])
-    }
+    existing: dict[int, dict[str, Recommendation]] = defaultdict(dict)  # patient → type → recommendation
+    for r in Recommendation.objects.filter(patient__in=[c.patient for c in computations]):
+        existing[r.patient_id][r.type] = r
     to_create, to_update = [], []
     for c in computations:
+        stored = existing[c.patient.pk]
         drafts = {d.type: d for d in analytics.recommendations(c.summary, c.history)}
         for kind, draft in drafts.items():
             fields = {
@@ -191,7 +193,7 @@ def _refresh_recommendations(computations: list[Computation]) -> None:
                 "priority": draft.priority,
                 "reasoning": draft.reasoning,
             }
-            rec = existing.get((c.patient.pk, kind))
+            rec = stored.get(kind)
             if rec is None:
                 to_create.append(Recommendation(patient=c.patient, type=kind, **fields))
                 continue
@@ -201,8 +203,8 @@ def _refresh_recommendations(computations: list[Computation]) -> None:
                 for f, v in fields.items():
                     setattr(rec, f, v)
                 to_update.append(rec)
-        for (patient_id, kind), rec in existing.items():
-            if patient_id == c.patient.pk and kind not in drafts and rec.expires_at is None:
+        for kind, rec in stored.items():
+            if kind not in drafts and rec.expires_at is None:
                 rec.expires_at = now
                 to_update.append(rec)
     Recommendation.objects.bulk_create(to_create)
