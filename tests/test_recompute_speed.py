@@ -15,7 +15,7 @@ from django.utils import timezone
 from reports.models import Alert, AlertKind
 from tests.factories import PatientFactory, ProgressMarkerFactory, TherapySessionFactory
 from tests.test_progress import sessions_on
-from tracking import analytics, history, recompute
+from tracking import analytics, history, recompute, selectors
 from tracking.models import ClinicMilestoneRule, Milestone, Patient, ProgressSummary
 
 
@@ -217,3 +217,17 @@ def test_the_hand_written_group_queries_give_the_rows_of_their_orm_forms(clinic)
     window = (now - timedelta(days=13), now - timedelta(days=6), now)
     raw = sorted(history.marker_counts_by_type(ids, *window))
     assert raw and raw == sorted(history.marker_counts_by_type(ids, *window, orm=True))
+
+
+def test_the_hand_written_recent_sessions_equal_their_orm_form(patient_a):
+    for n in range(5):
+        TherapySessionFactory(
+            patient=patient_a,
+            started_at=datetime(2026, 3, 1, 10, tzinfo=UTC) + timedelta(days=n // 2),  # ties in the day
+            approaches=["mindfulness", f"a-{n}"],
+            world="Forest" if n % 2 else "",
+        )
+    TherapySessionFactory(patient=patient_a, ended_at=None, status="abandoned")
+    raw = selectors.recent_sessions(patient_a, 4)
+    assert raw == selectors.recent_sessions(patient_a, 4, orm=True)
+    assert len(raw) == 4 and raw[0]["approaches"][0] == "mindfulness"

@@ -80,7 +80,7 @@ StoredMilestones = dict[int, dict[tuple[str, int], datetime]]
 OpenAlerts = dict[int, tuple[tuple[str, str], ...]]
 
 
-def _rows(sql: str, params: dict[str, Any], portable: Callable[[], Iterable[Any]], *, orm: bool) -> Iterable[Any]:
+def query_rows(sql: str, params: dict[str, Any], portable: Callable[[], Iterable[Any]], *, orm: bool) -> Iterable[Any]:
     """The rows of a small per-group query. On PostgreSQL its hand-written `sql`, because Django takes
     longer to build such a query than PostgreSQL takes to answer it (a third of a one-patient
     recompute); elsewhere, or with `orm`, the ORM's `portable` form of the same query (tests check that
@@ -101,7 +101,7 @@ def stored_milestones(patient_ids: Iterable[int], *, orm: bool = False) -> Store
     """patient → {(family, threshold): achieved_at} of the milestones already stored."""
     ids = list(patient_ids)
     stored: StoredMilestones = defaultdict(dict)
-    rows = _rows(
+    rows = query_rows(
         _MILESTONES_SQL,
         {"ids": ids},
         lambda: Milestone.objects.filter(patient_id__in=ids).values_list(
@@ -159,7 +159,7 @@ def open_alerts_by_patient(patient_ids: Iterable[int], *, orm: bool = False) -> 
     """patient → its open alerts as (severity, kind label), most severe then oldest first: one query."""
     ids = list(patient_ids)
     result: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    rows = _rows(
+    rows = query_rows(
         _OPEN_ALERTS_SQL,
         {"ids": ids},
         lambda: (
@@ -251,7 +251,7 @@ def marker_counts_by_type(
     ids: list[int], recent_start: datetime, week_start: datetime, end: datetime, *, orm: bool = False
 ) -> Iterable[tuple[int, str, int, int, int]]:
     """(patient, marker type, how many, how many in [recent_start, end), in [week_start, end)): one query."""
-    return _rows(
+    return query_rows(
         _MARKER_COUNTS_SQL,
         {"ids": ids, "recent": recent_start, "week": week_start, "end": end},
         lambda: (

@@ -23,7 +23,7 @@ from reports.outcomes import reliable_change_direction
 from reports.selectors import SEVERITY_ORDER, severity_rank
 from tracking import analytics
 from tracking.access import caseload_for_user, clinics_with_role
-from tracking.history import local_midnight, local_today
+from tracking.history import local_midnight, local_today, query_rows
 from tracking.models import (
     AuditAction,
     AuditChainHead,
@@ -491,22 +491,36 @@ def clinic_member(admin: AnyUser, user_id: int) -> Membership | None:
     )
 
 
-def recent_sessions(patient: Patient, limit: int) -> list[dict[str, Any]]:
-    rows = (
-        TherapySession.objects.filter(patient=patient)
-        .order_by("-started_at", "-pk")
-        .values("session_id", "started_at", "ended_at", "status", "duration_minutes", "world", "approaches")[:limit]
+RECENT_SESSION_FIELDS = ("session_id", "started_at", "ended_at", "status", "duration_minutes", "world", "approaches")
+_RECENT_SESSIONS_SQL = f"""
+SELECT {", ".join(RECENT_SESSION_FIELDS)} FROM tracking_therapysession
+WHERE patient_id = %(patient)s ORDER BY started_at DESC, id DESC LIMIT %(limit)s
+"""  # noqa: S608 - the column names are constants
+
+
+def recent_sessions(patient: Patient, limit: int, *, orm: bool = False) -> list[dict[str, Any]]:
+    """The patient's `limit` latest sessions, latest first, as the progress read shows them."""
+    rows = query_rows(
+        _RECENT_SESSIONS_SQL,
+        {"patient": patient.pk, "limit": limit},
+        lambda: (
+            TherapySession.objects.filter(patient=patient)
+            .order_by("-started_at", "-pk")
+            .values_list(*RECENT_SESSION_FIELDS)[:limit]
+        ),
+        orm=orm,
     )
     tzinfo = ZoneInfo(patient.tz_name)
-    return [
-        {
-            **r,
-            "started_at": r["started_at"].isoformat(),
-            "started_local": r["started_at"].astimezone(tzinfo).strftime("%Y-%m-%d %H:%M"),
-            "ended_at": r["ended_at"] and r["ended_at"].isoformat(),
-        }
-        for r in rows
-    ]
+    sessions = []
+    for row in rows:
+        r = dict(zip(RECENT_SESSION_FIELDS, row, strict=True))
+        if isinstance(r["approaches"], str):  # raw SQL: Django leaves jsonb to JSONField to decode
+            r["approaches"] = json.loads(r["approaches"])
+        r["started_local"] = r["started_at"].astimezone(tzinfo).strftime("%Y-%m-%d %H:%M")
+        r["started_at"] = r["started_at"].isoformat()
+        r["ended_at"] = r["ended_at"] and r["ended_at"].isoformat()
+        sessions.append(r)
+    return sessions
 
 
 def milestones_of(patient: Patient) -> list[dict[str, Any]]:
