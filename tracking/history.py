@@ -180,14 +180,28 @@ DAY_ZERO = date(2000, 1, 1)
 _DAY_ZERO_ORDINAL = DAY_ZERO.toordinal()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# From the stored days (tracking.PatientDay, kept by triggers) of the patients whose days are stored in
+# this zone; a patient with days stored in another zone (theirs or their clinic's changed since) from
+# their sessions, grouped here with the same day expression the triggers use.
 _ACTIVE_DAYS_SQL = """
+WITH elsewhere AS (
+    SELECT DISTINCT patient_id FROM tracking_patientday WHERE patient_id = ANY(%(ids)s) AND tz <> %(tz)s
+)
+SELECT patient_id, array_agg(day ORDER BY day), array_agg(sessions ORDER BY day), array_agg(minutes ORDER BY day),
+       array_agg(first_us ORDER BY day)
+FROM tracking_patientday
+WHERE patient_id = ANY(%(ids)s) AND tz = %(tz)s AND patient_id NOT IN (SELECT patient_id FROM elsewhere)
+GROUP BY patient_id
+UNION ALL
 SELECT patient_id, array_agg(d ORDER BY d), array_agg(n ORDER BY d), array_agg(m ORDER BY d),
        array_agg(f ORDER BY d)
 FROM (
     SELECT patient_id, (started_at AT TIME ZONE %(tz)s)::date - DATE '2000-01-01' AS d, count(*) AS n,
            COALESCE(sum(duration_minutes), 0)::float8 AS m,
            (extract(epoch FROM min(started_at)) * 1000000)::bigint AS f
-    FROM {table} WHERE patient_id = ANY(%(ids)s) GROUP BY patient_id, d
+    FROM tracking_therapysession
+    WHERE patient_id = ANY(%(ids)s) AND patient_id IN (SELECT patient_id FROM elsewhere)
+    GROUP BY patient_id, d
 ) AS days
 GROUP BY patient_id
 """
@@ -196,9 +210,8 @@ GROUP BY patient_id
 def active_days_by_patient(tz_name: str, ids: list[int]) -> dict[int, tuple[analytics.ActiveDay, ...]]:
     """patient → its active days (ascending) in `tz_name`: one query for all of them."""
     if connection.vendor == "postgresql":
-        sql = _ACTIVE_DAYS_SQL.format(table=connection.ops.quote_name(TherapySession._meta.db_table))
         with connection.cursor() as cursor:
-            cursor.execute(sql, {"tz": tz_name, "ids": ids})
+            cursor.execute(_ACTIVE_DAYS_SQL, {"tz": tz_name, "ids": ids})
             rows = cursor.fetchall()
         dates: dict[int, date] = {}  # the patients of a group share their calendar days: one date each
         try:

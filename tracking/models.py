@@ -238,6 +238,28 @@ class TherapySession(models.Model):
         return self.session_id
 
 
+class PatientDay(models.Model):
+    """A patient's sessions aggregated by local calendar day, in the time zone the patient had when the
+    day was written (`tz`): how many started, their minutes, and the first start. Kept by statement
+    triggers on the sessions table on PostgreSQL (migration tracking/0013), whatever writes a session;
+    a patient whose zone changed since is read from the sessions until their next session rebuilds it.
+    The recompute reads it instead of grouping every session again. Empty on SQLite (the demo), which
+    groups the sessions."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="+", db_index=False)
+    tz = models.CharField(max_length=64)
+    day = models.IntegerField()  # days since 2000-01-01, in `tz`
+    sessions = models.PositiveIntegerField()
+    minutes = models.FloatField()
+    first_us = models.BigIntegerField()  # the first start that day, microseconds since the Unix epoch
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["patient", "tz", "day"], name="patient_day_once")]
+
+    def __str__(self) -> str:
+        return f"day {self.day} of patient {self.patient_id}"
+
+
 class MarkerType(models.TextChoices):
     MILESTONE = "milestone"
     BREAKTHROUGH = "breakthrough"
