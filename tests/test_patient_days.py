@@ -141,3 +141,13 @@ def test_ingest_keeps_the_days_and_deleting_a_patient_removes_them(api, clinic):
     assert sum(row[1] for row in stored(patient)) == 8
     patient.delete()
     assert not PatientDay.objects.exists()
+
+
+def test_days_that_arrive_out_of_order_are_put_in_order():
+    days = history._active_days({}, [9000, 8998, 8999], [1, 2, 3], [10.0, 20.0, 30.0], [3, 1, 2])
+    assert [(d.day.toordinal() - DAY_ZERO, d.sessions, d.minutes) for d in days] == [
+        (8998, 2, 20.0),
+        (8999, 3, 30.0),
+        (9000, 1, 10.0),
+    ]
+    assert [d.first_started_at for d in days] == [EPOCH + timedelta(microseconds=n) for n in (1, 2, 3)]

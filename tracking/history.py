@@ -183,14 +183,21 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # From the stored days (tracking.PatientDay, kept by triggers) of the patients whose days are stored in
 # this zone; a patient with days stored in another zone (theirs or their clinic's changed since) from
 # their sessions, grouped here with the same day expression the triggers use.
+# (Two index probes per patient find days stored in another zone, below or above this one, without
+# reading the patient's days; the stored days are aggregated from a sorted subquery, and
+# `_active_days` checks that they arrive in order.)
 _ACTIVE_DAYS_SQL = """
 WITH elsewhere AS (
-    SELECT DISTINCT patient_id FROM tracking_patientday WHERE patient_id = ANY(%(ids)s) AND tz <> %(tz)s
+    SELECT p.id AS patient_id FROM unnest(%(ids)s::bigint[]) AS p(id)
+    WHERE EXISTS (SELECT FROM tracking_patientday d WHERE d.patient_id = p.id AND d.tz < %(tz)s)
+       OR EXISTS (SELECT FROM tracking_patientday d WHERE d.patient_id = p.id AND d.tz > %(tz)s)
 )
-SELECT patient_id, array_agg(day ORDER BY day), array_agg(sessions ORDER BY day), array_agg(minutes ORDER BY day),
-       array_agg(first_us ORDER BY day)
-FROM tracking_patientday
-WHERE patient_id = ANY(%(ids)s) AND tz = %(tz)s AND patient_id NOT IN (SELECT patient_id FROM elsewhere)
+SELECT patient_id, array_agg(day), array_agg(sessions), array_agg(minutes), array_agg(first_us)
+FROM (
+    SELECT patient_id, day, sessions, minutes, first_us FROM tracking_patientday
+    WHERE patient_id = ANY(%(ids)s) AND tz = %(tz)s AND patient_id NOT IN (SELECT patient_id FROM elsewhere)
+    ORDER BY patient_id, day
+) AS stored_days
 GROUP BY patient_id
 UNION ALL
 SELECT patient_id, array_agg(d ORDER BY d), array_agg(n ORDER BY d), array_agg(m ORDER BY d),
@@ -226,7 +233,12 @@ def active_days_by_patient(tz_name: str, ids: list[int]) -> dict[int, tuple[anal
 def _active_days(
     dates: dict[int, date], day_numbers: list[int], counts: list[int], minutes: list[float], firsts: list[int]
 ) -> tuple[analytics.ActiveDay, ...]:
-    """One patient's arrays as ActiveDays; `dates` holds each date made so far (dates are immutable)."""
+    """One patient's arrays as ActiveDays, ascending; `dates` holds each date made so far (dates are
+    immutable)."""
+    if day_numbers != sorted(day_numbers):  # the database's order is the usual one, not a promise
+        order = sorted(range(len(day_numbers)), key=day_numbers.__getitem__)
+        day_numbers, counts, firsts = ([a[i] for i in order] for a in (day_numbers, counts, firsts))
+        minutes = [minutes[i] for i in order]
     days = [
         dates[d] if d in dates else dates.setdefault(d, date.fromordinal(_DAY_ZERO_ORDINAL + d)) for d in day_numbers
     ]
