@@ -29,10 +29,11 @@ from django.db import models
 ALLOWED_LOOKUPS = frozenset({"isnull", "df", "nd"})
 
 
+@lru_cache(maxsize=8)
 def _key_file_key(path: Path) -> str:
-    """The key kept in `path`, created (readable by its owner only) on first use. Not for production.
-    Written to a temporary file and linked into place, so a process starting at the same moment reads
-    either no file or the whole key, never a half-written one."""
+    """The key kept in `path`, created (readable by its owner only) on first use, and read once per
+    process. Not for production. Written to a temporary file and linked into place, so a process
+    starting at the same moment reads either no file or the whole key, never a half-written one."""
     if not path.exists():
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".field-key-")
         try:
