@@ -14,12 +14,48 @@ SQLite (the demo) has no triggers: the table stays empty and the recompute group
 import django.db.models.deletion
 from django.db import migrations, models
 
-
 ZONE = "COALESCE(NULLIF(p.timezone, ''), c.timezone)"
 DAY = "(s.started_at AT TIME ZONE {tz})::date - DATE '2000-01-01'"
 AGGREGATES = (
     "count(*), COALESCE(sum(s.duration_minutes), 0)::float8, (extract(epoch FROM min(s.started_at)) * 1000000)::bigint"
 )
+
+# Every day of the sessions `where` picks, in each patient's zone now.
+REBUILD = f"""INSERT INTO tracking_patientday (patient_id, tz, day, sessions, minutes, first_us)
+    SELECT s.patient_id, {ZONE}, {DAY.format(tz=ZONE)}, {AGGREGATES}
+    FROM tracking_therapysession s
+    JOIN tracking_patient p ON p.id = s.patient_id JOIN tracking_clinic c ON c.id = p.clinic_id
+    {{where}}
+    GROUP BY 1, 2, 3"""  # noqa: S608 - every part is a constant of this file
+
+# The statement triggers: which transition tables each event has. They hand their rows' (patient, start)
+# pairs, old and new, to patient_days_apply.
+EVENTS = {
+    "inserted": ("INSERT", ("new_rows",)),
+    "updated": ("UPDATE", ("old_rows", "new_rows")),
+    "deleted": ("DELETE", ("old_rows",)),
+}
+
+
+def _trigger(name: str, event: str, tables: tuple[str, ...]) -> str:
+    pairs = ", ".join(
+        "ARRAY(" + " UNION ALL ".join(f"SELECT {column} FROM {t}" for t in tables) + ")"  # noqa: S608 - constants
+        for column in ("patient_id", "started_at")
+    )
+    referencing = " ".join(f"{t.split('_')[0].upper()} TABLE AS {t}" for t in tables)
+    return f"""
+CREATE OR REPLACE FUNCTION patient_days_{name}() RETURNS trigger AS $$
+BEGIN
+    PERFORM patient_days_apply({pairs});
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER patient_days_{name} AFTER {event} ON tracking_therapysession
+    REFERENCING {referencing} FOR EACH STATEMENT EXECUTE FUNCTION patient_days_{name}();
+"""
+
+
+TRIGGERS = "".join(_trigger(name, event, tables) for name, (event, tables) in EVENTS.items())
 
 PG_FORWARD = f"""
 CREATE OR REPLACE FUNCTION patient_days_apply(pids bigint[], ats timestamptz[]) RETURNS void AS $$
@@ -35,12 +71,7 @@ BEGIN
     WHERE d.patient_id = ANY(pids) AND d.tz <> {ZONE};
     IF cardinality(moved) > 0 THEN
         DELETE FROM tracking_patientday WHERE patient_id = ANY(moved);
-        INSERT INTO tracking_patientday (patient_id, tz, day, sessions, minutes, first_us)
-        SELECT s.patient_id, {ZONE}, {DAY.format(tz=ZONE)}, {AGGREGATES}
-        FROM tracking_therapysession s
-        JOIN tracking_patient p ON p.id = s.patient_id JOIN tracking_clinic c ON c.id = p.clinic_id
-        WHERE s.patient_id = ANY(moved)
-        GROUP BY 1, 2, 3;
+        {REBUILD.format(where="WHERE s.patient_id = ANY(moved)")};
     END IF;
     SELECT array_agg(k.pid), array_agg(k.tz), array_agg(k.day) INTO kp, kt, kd FROM (
         SELECT DISTINCT a.pid, {ZONE} AS tz, (a.at AT TIME ZONE {ZONE})::date - DATE '2000-01-01' AS day
@@ -64,52 +95,17 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 
-CREATE OR REPLACE FUNCTION patient_days_inserted() RETURNS trigger AS $$
-BEGIN
-    PERFORM patient_days_apply(ARRAY(SELECT patient_id FROM new_rows), ARRAY(SELECT started_at FROM new_rows));
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql;
-
-CREATE OR REPLACE FUNCTION patient_days_updated() RETURNS trigger AS $$
-BEGIN
-    PERFORM patient_days_apply(
-        ARRAY(SELECT patient_id FROM old_rows UNION ALL SELECT patient_id FROM new_rows),
-        ARRAY(SELECT started_at FROM old_rows UNION ALL SELECT started_at FROM new_rows)
-    );
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql;
-
-CREATE OR REPLACE FUNCTION patient_days_deleted() RETURNS trigger AS $$
-BEGIN
-    PERFORM patient_days_apply(ARRAY(SELECT patient_id FROM old_rows), ARRAY(SELECT started_at FROM old_rows));
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql;
-
-CREATE TRIGGER patient_days_inserted AFTER INSERT ON tracking_therapysession
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION patient_days_inserted();
-CREATE TRIGGER patient_days_updated AFTER UPDATE ON tracking_therapysession
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION patient_days_updated();
-CREATE TRIGGER patient_days_deleted AFTER DELETE ON tracking_therapysession
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION patient_days_deleted();
-
-INSERT INTO tracking_patientday (patient_id, tz, day, sessions, minutes, first_us)
-SELECT s.patient_id, {ZONE}, {DAY.format(tz=ZONE)}, {AGGREGATES}
-FROM tracking_therapysession s
-JOIN tracking_patient p ON p.id = s.patient_id JOIN tracking_clinic c ON c.id = p.clinic_id
-GROUP BY 1, 2, 3;
-"""
-PG_BACKWARD = """
-DROP TRIGGER IF EXISTS patient_days_inserted ON tracking_therapysession;
-DROP TRIGGER IF EXISTS patient_days_updated ON tracking_therapysession;
-DROP TRIGGER IF EXISTS patient_days_deleted ON tracking_therapysession;
-DROP FUNCTION IF EXISTS patient_days_inserted();
-DROP FUNCTION IF EXISTS patient_days_updated();
-DROP FUNCTION IF EXISTS patient_days_deleted();
-DROP FUNCTION IF EXISTS patient_days_apply(bigint[], timestamptz[]);
-"""
+{TRIGGERS}
+{REBUILD.format(where="")};
+"""  # noqa: S608 - every part is a constant of this file
+PG_BACKWARD = (
+    "".join(
+        f"DROP TRIGGER IF EXISTS patient_days_{name} ON tracking_therapysession; "
+        f"DROP FUNCTION IF EXISTS patient_days_{name}();"
+        for name in EVENTS
+    )
+    + "DROP FUNCTION IF EXISTS patient_days_apply(bigint[], timestamptz[]);"
+)
 
 
 def forward(apps, schema_editor):
