@@ -1,6 +1,7 @@
 """What the analytics recompute reads (DESIGN §3, §4): a patient's local day, the clinic's milestone
-rules, and each patient's history aggregated by the database (active days, marker counts, the moments
-count milestones were crossed, open alerts), for many patients in a fixed number of queries.
+rules, and each patient's history aggregated by the database (active days, from the days stored by the
+sessions' triggers; marker counts; the moments count milestones were crossed; open alerts), for many
+patients in a fixed number of queries.
 
 These are the recompute's inputs, apart from the pages' selectors (`tracking.selectors`).
 """
@@ -180,12 +181,11 @@ DAY_ZERO = date(2000, 1, 1)
 _DAY_ZERO_ORDINAL = DAY_ZERO.toordinal()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# From the stored days (tracking.PatientDay, kept by triggers) of the patients whose days are stored in
-# this zone; a patient with days stored in another zone (theirs or their clinic's changed since) from
-# their sessions, grouped here with the same day expression the triggers use.
-# (Two index probes per patient find days stored in another zone, below or above this one, without
-# reading the patient's days; the stored days are aggregated from a sorted subquery, and
-# `_active_days` checks that they arrive in order.)
+# The active days of a group's patients in one zone. Most come from the stored days (tracking.PatientDay,
+# kept by triggers), aggregated from a sorted subquery (`_active_days` checks the order). A patient whose
+# days are stored in another zone (theirs or their clinic's changed since), found by two index probes
+# (a zone below this one, or above) without reading their days, is grouped from their sessions with the
+# day expression the triggers use.
 _ACTIVE_DAYS_SQL = """
 WITH elsewhere AS (
     SELECT p.id AS patient_id FROM unnest(%(ids)s::bigint[]) AS p(id)
