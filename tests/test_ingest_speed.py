@@ -68,16 +68,16 @@ def warm_api(api):
         yield api
 
 
-# Per request, with the token cached: the patients (create on first sight, then lock), the sessions the
+# Per request, with the token cached and the players known: the patients (locked), the sessions the
 # batch names (once, for its sessions and its markers alike), the session INSERT and UPDATE, the markers,
 # their INSERT and UPDATE, the data_changed_at stamp, and the audit event (chain head, event). Under
 # pytest-django the transaction is a savepoint and its release.
 @pytest.mark.parametrize(
     ("sessions", "markers_per_session", "created", "unchanged", "updated"),
     [
-        (1, 1, 11, 8, 11),  # 2 items
-        (20, 4, 11, 8, 11),  # 100 items
-        (100, 0, 9, 7, 9),  # 100 sessions: no marker query at all
+        (1, 1, 10, 7, 10),  # 2 items
+        (20, 4, 10, 7, 10),  # 100 items
+        (100, 0, 8, 6, 8),  # 100 sessions: no marker query at all
     ],
 )
 def test_query_count_does_not_grow_with_the_batch(
@@ -101,9 +101,18 @@ def test_query_count_does_not_grow_with_the_batch(
 
 
 def test_a_single_item_batch_costs_two_queries_more_with_a_cold_token_cache(api, django_assert_num_queries):
-    # The token (with its clinic) and its last_used_at, written at most once a minute.
-    with time_machine.travel(NOW, tick=False), django_assert_num_queries(9 + 2):
+    # The token (with its clinic) and its last_used_at, written at most once a minute. The player is new
+    # too: 10 queries, where a known player's would be 8.
+    with time_machine.travel(NOW, tick=False), django_assert_num_queries(10 + 2):
         assert post(api, batch(1, 0)).status_code == 201
+
+
+def test_a_new_player_costs_two_queries_more_than_a_known_one(warm_api, django_assert_num_queries):
+    # Known players are locked in one query; new ones are then created and locked.
+    with django_assert_num_queries(8):
+        assert post(warm_api, batch(1, 0, prefix="known-")).status_code == 201
+    with django_assert_num_queries(8 + 2):
+        assert post(warm_api, batch(1, 0, prefix="new-", player="player-2")).status_code == 201
 
 
 def test_a_revocation_outside_the_service_takes_effect_within_the_cache_time(api, clinic):

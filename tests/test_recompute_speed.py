@@ -2,13 +2,15 @@
 clinic of a group, a summary written only when it changed, the active days from PostgreSQL's arrays equal
 to the portable per-day rows, and the one-pass rules equal to their definitions."""
 
+import json
 import random
+import threading
 from datetime import UTC, date, datetime, timedelta
 from unittest import mock
 
 import pytest
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -43,11 +45,11 @@ def test_a_steady_group_recompute_runs_a_pinned_number_of_queries(clinic, other_
     clinics = zones = 2
     per_zone = 2  # active days, marker counts
     assert len(large.captured_queries) == len(small.captured_queries) + (clinics - 1) + (zones - 1) * per_zone
-    # Pinned: savepoint and release, the locked patients, stored milestones, the clinic's rules, open
-    # alerts, the zone's active days and marker counts, the stored summaries (nothing written: unchanged),
-    # the recommendations, two expected-recovery reads (no response since the results were checked: nothing
-    # more), the analytics stamp.
-    assert len(small.captured_queries) == 13, [q["sql"][:80] for q in small.captured_queries]
+    # Pinned: the patients, stored milestones, the clinic's rules, open alerts, the zone's active days and
+    # marker counts (read without a lock); then savepoint and release, the patients locked with their
+    # stamps, the stored summaries (nothing written: unchanged), the recommendations, two expected-recovery
+    # reads (no response since the results were checked: nothing more), the analytics stamp.
+    assert len(small.captured_queries) == 14, [q["sql"][:80] for q in small.captured_queries]
 
 
 def test_the_milestone_rules_are_read_once_per_clinic_of_a_group(clinic, other_clinic):
@@ -231,3 +233,56 @@ def test_the_hand_written_recent_sessions_equal_their_orm_form(patient_a):
     raw = selectors.recent_sessions(patient_a, 4)
     assert raw == selectors.recent_sessions(patient_a, 4, orm=True)
     assert len(raw) == 4 and raw[0]["approaches"][0] == "mindfulness"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL")
+def test_an_ingest_is_not_kept_waiting_while_a_group_computes(clinic, api, monkeypatch):
+    """The group reads and computes without a lock: an ingest for one of its patients commits while the
+    group is still computing, and the patient stays stale (the group's stamp is older than the data).
+    With the rows locked while computing, the ingest would wait past its 5 s lock timeout."""
+    patient = Patient.objects.create(clinic=clinic, player_id="unlocked-1")
+    sessions_on(patient, [2, 1, 0])
+    computing, release = threading.Event(), threading.Event()
+    real = recompute._compute_many
+
+    def slow_compute(patients):
+        computations = real(patients)
+        computing.set()
+        assert release.wait(timeout=30)
+        return computations
+
+    def group() -> None:
+        try:
+            recompute.patients_recompute([patient.pk])
+        finally:
+            connections.close_all()
+
+    monkeypatch.setattr(recompute, "_compute_many", slow_compute)
+    worker = threading.Thread(target=group)
+    worker.start()
+    try:
+        assert computing.wait(timeout=30)
+        body = {
+            "sessions": [
+                {
+                    "session_id": "unlocked-s",
+                    "player_id": "unlocked-1",
+                    "started_at": timezone.now().isoformat(),
+                    "status": "completed",
+                    "duration_minutes": 5,
+                }
+            ],
+            "markers": [],
+        }
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '5s'")
+        response = api.post("/api/v1/ingest", json.dumps(body), content_type="application/json")
+        assert response.status_code == 201  # while the group still computes
+    finally:
+        release.set()
+        worker.join(timeout=30)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+    patient.refresh_from_db()
+    assert patient.analytics_computed_at < patient.data_changed_at  # found stale, computed again later

@@ -537,14 +537,28 @@ def item_error(kind: str, item: Item, id_field: str, field_name: str, reason: st
 
 
 def patients_get_or_create_locked(clinic: Clinic, player_ids: set[str]) -> dict[str, Patient]:
-    """Creates patients on first sight, then locks their rows (in id order, so concurrent batches for the
-    same players queue instead of deadlocking). The lock is what makes a concurrent identical batch see
-    the first one's rows and count them as unchanged."""
-    Patient.objects.bulk_create(
-        [Patient(clinic=clinic, player_id=p) for p in sorted(player_ids)], ignore_conflicts=True
+    """Locks the patients' rows (in id order, so concurrent batches for the same players queue instead of
+    deadlocking), creating those seen for the first time and locking them too: one query when every
+    player is known. The lock is what makes a concurrent identical batch see the first one's rows and
+    count them as unchanged. Their encrypted columns are not read (ingest never needs them)."""
+    patients = _lock_patients(clinic, player_ids)
+    missing = player_ids - patients.keys()
+    if missing:
+        Patient.objects.bulk_create(
+            [Patient(clinic=clinic, player_id=p) for p in sorted(missing)], ignore_conflicts=True
+        )
+        patients.update(_lock_patients(clinic, missing))
+    return patients
+
+
+def _lock_patients(clinic: Clinic, player_ids: set[str]) -> dict[str, Patient]:
+    rows = (
+        Patient.objects.select_for_update()
+        .defer("display_name", "risk_flag_clear_note")
+        .filter(clinic=clinic, player_id__in=player_ids)
+        .order_by("pk")
     )
-    patients = Patient.objects.select_for_update().filter(clinic=clinic, player_id__in=player_ids).order_by("pk")
-    return {p.player_id: p for p in patients}
+    return {p.player_id: p for p in rows}
 
 
 _Stored = TypeVar("_Stored", bound=models.Model)
@@ -556,6 +570,8 @@ def stored_by_external_id(
     """The clinic's stored rows whose `id_field` is one the items give (in `item_field`, default the same
     name), keyed by that id: one query per kind of item in a batch."""
     ids = {item[item_field or id_field] for item in items}
+    if not ids:
+        return {}  # no query, and no time building one
     # `_default_manager` is `objects` for these models; django-stubs types only it on a `type[_Stored]`.
     return {
         getattr(row, id_field): row for row in model._default_manager.filter(clinic=clinic, **{f"{id_field}__in": ids})

@@ -333,20 +333,35 @@ UNUSED_SECRETS = ("display_name", "risk_flag_clear_note", "clinic__webhook_secre
 
 
 def _recompute_together(ids: list[int]) -> int:
-    """The group recompute proper: one transaction; any failure rolls all of it back and is raised."""
+    """The group recompute proper. The histories are read and the rules applied without holding a lock,
+    so an ingest for these patients is not kept waiting while the group computes; then, in one
+    transaction with the patients' rows locked (in id order), the results are stored for every patient
+    that no recompute started later has stored meanwhile. Stamped with the start time: data that arrives
+    while we compute leaves the patient stale, to be computed again. Any failure rolls the stores back
+    and is raised."""
+    started = timezone.now()
+    patients = list(
+        Patient.objects.select_related("clinic")
+        .defer(*UNUSED_SECRETS)  # encrypted, and not needed: decrypting them was a tenth of the group
+        .filter(pk__in=ids)
+        .order_by("pk")
+    )
+    if not patients:
+        return 0
+    computations = _compute_many(patients)
     with transaction.atomic():
-        patients = list(
-            Patient.objects.select_for_update(of=("self",))
-            .select_related("clinic")
-            .defer(*UNUSED_SECRETS)  # encrypted, and not needed: decrypting them was a tenth of the group
-            .filter(pk__in=ids)
+        stamps = dict(
+            Patient.objects.select_for_update()
+            .filter(pk__in=[p.pk for p in patients])
             .order_by("pk")
+            .values_list("pk", "analytics_computed_at")
         )
+        computations = [
+            c for c in computations if c.patient.pk in stamps and (stamps[c.patient.pk] or started) <= started
+        ]
+        patients = [c.patient for c in computations]
         if not patients:
             return 0
-        # Stamped with the start time: data that arrives while we compute leaves the patient stale.
-        started = timezone.now()
-        computations = _compute_many(patients)
         _store_summaries(computations)
         _store_new_milestones(computations)
         _refresh_recommendations(computations)
