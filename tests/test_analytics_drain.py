@@ -63,7 +63,20 @@ def test_the_drain_recomputes_every_changed_patient_in_groups(changed_set, stale
     assert sorted(pid for g in groups for pid in g) == sorted(stale)
     assert not Patient.objects.stale_analytics().exists()
     assert changed_set.pop(10) == []
+
+
+def test_a_drain_that_finds_less_than_a_group_leaves_the_next_change_to_queue_a_drain(changed_set, stale, groups):
+    tasks.schedule_recompute(stale[:1])
+    assert tasks.recompute_changed_analytics() == 1
     assert cache.get(tasks.DRAIN_QUEUED_KEY) is None  # the next change queues a new drain
+
+
+def test_a_full_group_queues_a_second_drain_to_work_beside_the_first(changed_set, stale, groups, monkeypatch):
+    sent = []
+    monkeypatch.setattr(tasks, "enqueue_once", lambda task, *args, key, countdown=0: sent.append(task.name))
+    changed_set.add(stale)
+    assert tasks.recompute_changed_analytics() == 5
+    assert sent == [tasks.recompute_changed_analytics.name] * 2  # after each full group of 2, not after the last
 
 
 def test_a_drain_past_its_time_hands_the_rest_to_a_new_task(changed_set, stale, groups, monkeypatch):

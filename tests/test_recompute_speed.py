@@ -286,3 +286,43 @@ def test_an_ingest_is_not_kept_waiting_while_a_group_computes(clinic, api, monke
             cursor.execute("RESET lock_timeout")
     patient.refresh_from_db()
     assert patient.analytics_computed_at < patient.data_changed_at  # found stale, computed again later
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_recomputes_of_one_patient_at_once_store_its_milestones_once(clinic, monkeypatch):
+    """One recompute computes while another computes and stores the same patient's new milestones: the
+    first finds the patient's stamp moved when it takes the lock, computes again from what is stored,
+    and stores without a duplicate (before, the group failed on the milestones' uniqueness)."""
+    patient = Patient.objects.create(clinic=clinic, player_id="raced-1")
+    sessions_on(patient, [6, 5, 4, 3, 2, 1, 0])  # 7 sessions on 7 days: "5 Sessions", "One Week Streak"
+    computing, release = threading.Event(), threading.Event()
+    real = recompute._compute_many
+    results: list[int] = []
+
+    def held_compute(patients):
+        computations = real(patients)
+        if threading.current_thread().name == "held":
+            computing.set()
+            assert release.wait(timeout=30)
+        return computations
+
+    def held() -> None:
+        try:
+            results.append(recompute.patients_recompute([patient.pk]))
+        finally:
+            connections.close_all()
+
+    monkeypatch.setattr(recompute, "_compute_many", held_compute)
+    worker = threading.Thread(target=held, name="held")
+    worker.start()
+    try:
+        assert computing.wait(timeout=30)
+        assert recompute.patients_recompute([patient.pk]) == 1  # stores the milestones first
+    finally:
+        release.set()
+        worker.join(timeout=30)
+    assert results == [1]
+    patient.refresh_from_db()
+    assert patient.analytics_failures == 0 and patient.analytics_error == ""
+    families = list(Milestone.objects.filter(patient=patient).values_list("family", "threshold"))
+    assert len(families) == len(set(families)) >= 2

@@ -334,18 +334,15 @@ UNUSED_SECRETS = ("display_name", "risk_flag_clear_note", "clinic__webhook_secre
 
 def _recompute_together(ids: list[int]) -> int:
     """The group recompute proper. The histories are read and the rules applied without holding a lock,
-    so an ingest for these patients is not kept waiting while the group computes; then, in one
-    transaction with the patients' rows locked (in id order), the results are stored for every patient
-    that no recompute started later has stored meanwhile. Stamped with the start time: data that arrives
-    while we compute leaves the patient stale, to be computed again. Any failure rolls the stores back
-    and is raised."""
+    so an ingest for these patients is not kept waiting while the group computes. Then, in one
+    transaction with the patients' rows locked (in id order, as ingest locks them), the results are
+    stored. A patient that another recompute stored while this one computed (its stamp moved) is
+    computed again under the lock, from what is stored now, so two recomputes of one patient cannot both
+    store the same new milestone. Stamped with the time its reads began: data that arrives while it is
+    computed leaves the patient stale, to be computed again. Any failure rolls the stores back and is
+    raised."""
     started = timezone.now()
-    patients = list(
-        Patient.objects.select_related("clinic")
-        .defer(*UNUSED_SECRETS)  # encrypted, and not needed: decrypting them was a tenth of the group
-        .filter(pk__in=ids)
-        .order_by("pk")
-    )
+    patients = _patients(ids)
     if not patients:
         return 0
     computations = _compute_many(patients)
@@ -356,23 +353,36 @@ def _recompute_together(ids: list[int]) -> int:
             .order_by("pk")
             .values_list("pk", "analytics_computed_at")
         )
-        computations = [
-            c for c in computations if c.patient.pk in stamps and (stamps[c.patient.pk] or started) <= started
-        ]
-        patients = [c.patient for c in computations]
-        if not patients:
+        raced = [p.pk for p in patients if p.pk in stamps and stamps[p.pk] != p.analytics_computed_at]
+        computations = [c for c in computations if c.patient.pk in stamps and c.patient.pk not in raced]
+        stamped = {c.patient.pk: started for c in computations}
+        if raced:
+            relocked_at = timezone.now()  # under the lock: no ingest for them can commit meanwhile
+            computations += _compute_many(_patients(raced))
+            stamped.update(dict.fromkeys(raced, relocked_at))
+        if not computations:
             return 0
+        patients = [c.patient for c in computations]
         _store_summaries(computations)
         _store_new_milestones(computations)
         _refresh_recommendations(computations)
         _raise_disengagement_alerts(computations)
         expected_recovery.patients_refresh(patients)  # not on track (DESIGN §8), against the stored references
-        stored = [p.pk for p in patients]
-        Patient.objects.filter(pk__in=stored).update(
-            analytics_computed_at=started, analytics_failures=0, analytics_error="", analytics_retry_at=None
-        )
-        send_on_commit(analytics_recomputed, patient_ids=stored)
+        for stamp in sorted(set(stamped.values())):
+            Patient.objects.filter(pk__in=[pk for pk, at in stamped.items() if at == stamp]).update(
+                analytics_computed_at=stamp, analytics_failures=0, analytics_error="", analytics_retry_at=None
+            )
+        send_on_commit(analytics_recomputed, patient_ids=sorted(stamped))
     return len(patients)
+
+
+def _patients(ids: list[int]) -> list[Patient]:
+    return list(
+        Patient.objects.select_related("clinic")
+        .defer(*UNUSED_SECRETS)  # encrypted, and not needed: decrypting them was a tenth of the group
+        .filter(pk__in=ids)
+        .order_by("pk")
+    )
 
 
 def _record_failure(patient_id: int, error: Exception) -> None:

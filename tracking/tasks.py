@@ -86,13 +86,16 @@ def recompute_patient_analytics(patient_id: int) -> bool:
 @shared_task(time_limit=120, soft_time_limit=100)
 def recompute_changed_analytics() -> int:
     """Drains the set of changed patients, a group at a time, each group in one transaction with a fixed
-    number of queries. Another drain may run beside it on another worker process: each pops its own
-    groups. After DRAIN_SECONDS it hands what is left to a new task. Returns how many were recomputed."""
+    number of queries. When a full group comes out, more may be waiting: another drain is queued, so a
+    second worker process drains beside this one (each pops its own groups). After DRAIN_SECONDS it
+    hands what is left to a new task. Returns how many were recomputed."""
     with contextlib.suppress(Exception):
         cache.delete(DRAIN_QUEUED_KEY)  # changes from now on queue a new drain
     deadline = time.monotonic() + DRAIN_SECONDS
     done = 0
     while ids := CHANGED.pop(GROUP_SIZE):
+        if len(ids) == GROUP_SIZE:
+            enqueue_once(recompute_changed_analytics, key=DRAIN_QUEUED_KEY)
         done += recompute.patients_recompute(ids, stop_on=STOP_ON)
         if time.monotonic() > deadline:
             enqueue_once(recompute_changed_analytics, key=DRAIN_QUEUED_KEY)

@@ -126,6 +126,8 @@ class Command(BaseCommand):
                 for n_clients in [int(c) for c in clients.split(",")]:
                     run = self._run(port, token, clinic, size, n_clients, markers, fresh_timeout)
                     self._report(run)
+                    if run.fresh_after == float("inf"):
+                        self._explain_stale(clinic, Path(logs.name) / "worker.log")
         finally:
             for process in processes:
                 process.terminate()
@@ -134,6 +136,15 @@ class Command(BaseCommand):
                     process.wait(30)
             self._clear()
             logs.cleanup()
+
+    def _explain_stale(self, clinic: Clinic, worker_log: Path) -> None:
+        """What is left stale after the timeout: the patients' recorded errors, and the worker's warnings."""
+        stale = Patient.objects.filter(clinic=clinic).stale_analytics()
+        errors = sorted({e or "none recorded" for e in stale.values_list("analytics_error", flat=True)})
+        self.stdout.write(f"  still stale: {stale.count()} patients; their recorded errors: {', '.join(errors)}")
+        lines = [line for line in worker_log.read_text().splitlines() if "WARNING" in line or "ERROR" in line]
+        for line in lines[-10:]:
+            self.stdout.write(f"  worker: {line[:200]}")
 
     # ----- the stack --------------------------------------------------------------------------------
 
