@@ -172,3 +172,9 @@ def encrypt_existing(*labels: tuple[str, str]) -> tuple[Any, Any]:
     """(forwards, backwards) for a migration's RunPython that makes plain text columns encrypted: each
     (model label, field name) has its stored text encrypted, and decrypted again when migrating back."""
     return _convert_columns(labels, encrypt), _convert_columns(labels, decrypt)
+
+
+def encrypted_columns(model: type[models.Model], prefix: str = "") -> tuple[str, ...]:
+    """The names of `model`'s encrypted columns (after `prefix`, e.g. "clinic__" through a relation): what
+    a query leaves out with `defer()` when it never reads them, so nothing is decrypted for nothing."""
+    return tuple(f"{prefix}{f.name}" for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField))

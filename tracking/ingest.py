@@ -37,6 +37,7 @@ from reports import alerts
 from reports.instruments import INSTRUMENTS, get_instrument, score_errors
 from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
 from tracking import audit
+from tracking.fields import encrypted_columns
 from tracking.models import (
     AuditAction,
     Clinic,
@@ -554,7 +555,7 @@ def patients_get_or_create_locked(clinic: Clinic, player_ids: set[str]) -> dict[
 def _lock_patients(clinic: Clinic, player_ids: set[str]) -> dict[str, Patient]:
     rows = (
         Patient.objects.select_for_update()
-        .defer("display_name", "risk_flag_clear_note")
+        .defer(*encrypted_columns(Patient))
         .filter(clinic=clinic, player_id__in=player_ids)
         .order_by("pk")
     )

@@ -21,7 +21,16 @@ from django.utils import timezone
 
 from reports import alerts, expected_recovery
 from tracking import analytics, history, selectors, webhooks
-from tracking.models import Milestone, Patient, ProgressHighlight, ProgressSummary, Recommendation, WebhookDelivery
+from tracking.fields import encrypted_columns
+from tracking.models import (
+    Clinic,
+    Milestone,
+    Patient,
+    ProgressHighlight,
+    ProgressSummary,
+    Recommendation,
+    WebhookDelivery,
+)
 from tracking.signals import alerts_changed, analytics_recomputed, milestone_achieved, send_on_commit, webhooks_queued
 
 logger = logging.getLogger(__name__)
@@ -329,7 +338,7 @@ def analytics_retry_seconds(failures: int) -> int:
 
 
 # Encrypted columns the recompute never reads (loaded only if something asks for them).
-UNUSED_SECRETS = ("display_name", "risk_flag_clear_note", "clinic__webhook_secret")
+UNUSED_SECRETS = (*encrypted_columns(Patient), *encrypted_columns(Clinic, "clinic__"))
 
 
 def _recompute_together(ids: list[int]) -> int:

@@ -25,7 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tracking import audit
-from tracking.fields import EncryptedTextField
+from tracking.fields import encrypted_columns
 from tracking.models import (
     AuditAction,
     AuditEvent,
@@ -142,7 +142,7 @@ def ingest_token_revoke(*, token: IngestToken) -> None:
 TOKEN_CACHE_SECONDS = 5
 
 
-_CLINIC_SECRETS = tuple(f"clinic__{f.name}" for f in Clinic._meta.concrete_fields if isinstance(f, EncryptedTextField))
+_CLINIC_SECRETS = encrypted_columns(Clinic, "clinic__")
 
 
 def _token_cache_key(token_hash: str) -> str:
