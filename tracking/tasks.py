@@ -43,7 +43,7 @@ def schedule_recompute(patient_ids, delay: float | None = None) -> None:
     ids = sorted(set(patient_ids))
     if not ids:
         return
-    if app.conf.task_always_eager or not CHANGED.available():
+    if not _drains():
         _send_groups(ids)
         return
     try:
@@ -54,6 +54,12 @@ def schedule_recompute(patient_ids, delay: float | None = None) -> None:
         return
     delay = settings.ANALYTICS_DEBOUNCE_SECONDS if delay is None else delay
     enqueue_once(recompute_changed_analytics, key=DRAIN_QUEUED_KEY, countdown=delay)
+
+
+def _drains() -> bool:
+    """Whether changed patients go through the set and a drain: not with tasks run in-process (the demo)
+    nor without Redis beside the cache."""
+    return not app.conf.task_always_eager and CHANGED.available()
 
 
 def _send_groups(ids: list[int]) -> None:
@@ -140,7 +146,7 @@ def reconcile_analytics(limit: int = 5000) -> int:
 
 def _waiting_for_a_drain(ids: list[int]) -> set[int]:
     """Those of `ids` in the changed set: a drain is due to recompute them."""
-    if app.conf.task_always_eager or not CHANGED.available():
+    if not _drains():
         return set()
     try:
         return CHANGED.members(ids)
