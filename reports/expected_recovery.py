@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Max, Min
+from django.db.models import Aggregate, Max, Min, QuerySet
 from django.utils import timezone
 
 from reports import alerts, selectors, trajectories
@@ -144,26 +144,19 @@ def _with_new_responses(patients: Sequence[Patient]) -> list[Patient]:
     """Those of `patients` whose results may be out of date: a response received after their results
     were last checked, or results without any response left. Two queries."""
     ids = [p.pk for p in patients]
-    newest = dict(
-        OutcomeResponse.objects.filter(patient_id__in=ids)
-        .order_by()
-        .values("patient_id")
-        .annotate(at=Max("received_at"))
-        .values_list("patient_id", "at")
-    )
-    checked = dict(
-        MeasureStatus.objects.filter(patient_id__in=ids)
-        .order_by()
-        .values("patient_id")
-        .annotate(at=Min("computed_at"))
-        .values_list("patient_id", "at")
-    )
+    newest = _per_patient(OutcomeResponse.objects.filter(patient_id__in=ids), Max("received_at"))
+    checked = _per_patient(MeasureStatus.objects.filter(patient_id__in=ids), Min("computed_at"))
     return [
         p
         for p in patients
         if (p.pk in newest and (p.pk not in checked or newest[p.pk] >= checked[p.pk]))
         or (p.pk not in newest and p.pk in checked)
     ]
+
+
+def _per_patient(rows: QuerySet, aggregate: Aggregate) -> dict[int, datetime]:
+    """patient id → `aggregate` over their `rows`: one query."""
+    return dict(rows.order_by().values("patient_id").annotate(at=aggregate).values_list("patient_id", "at"))
 
 
 def _announce(raised: Sequence[Alert]) -> None:
