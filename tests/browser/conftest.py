@@ -2,9 +2,13 @@
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
+from django.core.handlers.wsgi import WSGIHandler
+
+from tests.test_celery_worker import wait_until
 
 # Playwright's sync API runs an event loop in the test thread; the ORM calls made by fixtures in that
 # same thread are still synchronous and safe.
@@ -12,6 +16,36 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+class _InFlight:
+    """Requests the live server is still handling. A page can leave one running when its test ends (a fetch its
+    script made, an audit row being written); the flush after a transactional test then deadlocks with it."""
+
+    def __init__(self):
+        self.count, self.lock = 0, threading.Lock()
+
+    def wrap(self, call):
+        def counted(handler, environ, start_response):
+            with self.lock:
+                self.count += 1
+            try:
+                return call(handler, environ, start_response)  # a stream's body runs later, on the cache only
+            finally:
+                with self.lock:
+                    self.count -= 1
+
+        return counted
+
+
+IN_FLIGHT = _InFlight()
+WSGIHandler.__call__ = IN_FLIGHT.wrap(WSGIHandler.__call__)
+
+
+@pytest.fixture(autouse=True)
+def _requests_finish_before_the_flush(transactional_db, live_server):
+    yield
+    wait_until(lambda: IN_FLIGHT.count == 0, timeout=30, what="the live server's requests to finish")
 
 
 @pytest.fixture(scope="session")
