@@ -150,7 +150,8 @@ class Command(BaseCommand):
 
     def _start(self, command: list[str], log: Path) -> subprocess.Popen:
         output = log.open("w")  # noqa: SIM115 (open while the process runs; the directory goes at the end)
-        return subprocess.Popen(command, cwd=ROOT, env=os.environ, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
+        env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "false")}  # as deployed: no query log, no debug pages
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
 
     def _wait_for_web(self, port: int) -> None:
         deadline = time.monotonic() + 60
