@@ -36,12 +36,13 @@ ensure_venv() {
 # browsers here), and for the patient report's PDF WeasyPrint's Pango and HarfBuzz, Debian's DejaVu fonts
 # and poppler-utils (pdftoppm, which the tests use to look at a PDF's first page). Only the missing ones
 # are installed, after one `apt-get update`; nothing is done when all are present.
-PDF_PACKAGES="libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils"
+# Also Debian's docker-compose (v1, Python), whose `config` validates docker-compose.yml without an engine.
+DEBIAN_PACKAGES="libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils docker-compose"
 
 ensure_chromium() {
   local missing="" package
   if [ -z "${CHROMIUM_PATH:-}" ] && ! command -v chromium >/dev/null 2>&1; then missing="chromium"; fi
-  for package in $PDF_PACKAGES; do
+  for package in $DEBIAN_PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
   done
   [ -n "$missing" ] || return 0
