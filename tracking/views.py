@@ -2,6 +2,7 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -90,11 +91,16 @@ def recommendation_restore(request, player_id: str, recommendation_id: int):
 
 
 def _event_stream_response(request, patient_id: int | None) -> StreamingHttpResponse:
-    stream = live.event_stream(
-        patient_id=patient_id,
-        clinic_ids=[c for c, r in access.roles_of(request.user).items() if r == Role.THERAPIST],
-        session_expires_at=request.session.get_expiry_date(),
-    )
+    arguments = {
+        "patient_id": patient_id,
+        "clinic_ids": [c for c, r in access.roles_of(request.user).items() if r == Role.THERAPIST],
+        "session_expires_at": request.session.get_expiry_date(),
+    }
+    # Django buffers a sync iterator whole under ASGI, and an async one whole under WSGI: under ASGI (the
+    # deployed uvicorn workers) the async stream, which holds no thread; under WSGI (runserver, the browser
+    # tests' live server) the generator, which holds its thread.
+    is_asgi = isinstance(request, ASGIRequest)
+    stream = live.aevent_stream(**arguments) if is_asgi else live.event_stream(**arguments)
     # The stream reads only the cache: give the database connection back rather than hold it for a minute
     # (not inside a transaction, which only a test wraps a request in).
     if not connection.in_atomic_block:
