@@ -13,7 +13,12 @@ COPY pyproject.toml constraints.txt ./
 RUN pip install --no-cache-dir -c constraints.txt . && rm -rf build *.egg-info
 
 COPY . .
-RUN DJANGO_ENV=production SECRET_KEY=build-only python manage.py collectstatic --noinput \
+# Production settings refuse to load without their secrets: the build gives throwaway ones (collectstatic
+# reads neither the database nor the keys). tests/stack.py runs this same line before the stack test.
+RUN DJANGO_ENV=production SECRET_KEY=build-only DATABASE_URL=postgres://build@127.0.0.1/build \
+    AUDIT_HEAD_DIR=/tmp AUDIT_SIGNING_KEY=build-only \
+    FIELD_ENCRYPTION_KEYS="$(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
+    python manage.py collectstatic --noinput \
     && useradd --system --uid 1000 app && chown -R app /app
 USER app
 
