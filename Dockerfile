@@ -23,4 +23,5 @@ RUN DJANGO_ENV=production SECRET_KEY=build-only DATABASE_URL=postgres://build@12
 USER app
 
 EXPOSE 8000
-CMD ["gunicorn", "progress_site.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--worker-class", "gthread", "--threads", "16", "--timeout", "30", "--access-logfile", "-"]
+# The web service's server, as docker-compose.yml runs it (ASGI: live-update streams cost no thread).
+CMD ["gunicorn", "progress_site.asgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--worker-class", "uvicorn_worker.UvicornWorker", "--timeout", "30", "--access-logfile", "-"]
