@@ -61,6 +61,10 @@ if not SECRET_KEY:
 
 DEBUG = env_bool("DEBUG", default=not PRODUCTION)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
+if "127.0.0.1" not in ALLOWED_HOSTS:
+    # The container's health check asks http://127.0.0.1:8000/healthz, with that address as its Host; the public
+    # name reaches the server through the proxy. (A loopback Host poisons no link a user could follow.)
+    ALLOWED_HOSTS.append("127.0.0.1")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
@@ -127,10 +131,27 @@ DATABASES = {
     "default": dj_database_url.config(
         env="DATABASE_URL",
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        # Without the pool: a connection per request (0) is the only safe choice under ASGI, where a request's
+        # thread is not reused; a worker without the pool may set DB_CONN_MAX_AGE=60.
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})
+    # An unreachable server fails the connection attempt in seconds, not at the kernel's TCP timeout.
+    DATABASES["default"]["OPTIONS"]["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 5)
+    if env_bool("DB_POOL", default=True):
+        # Django 5.2's psycopg pool, one per process: a request borrows a connection and gives it back when it
+        # ends (so CONN_MAX_AGE must be 0). A request that waits DB_POOL_TIMEOUT seconds for one (the pool is
+        # exhausted or PostgreSQL is down) fails fast and is answered 503 with Retry-After (tracking.unavailable).
+        # The defaults fit the connection budget of docs/architecture.md within PostgreSQL's max_connections=100.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": env_int("DB_POOL_MIN_SIZE", 2),
+            "max_size": env_int("DB_POOL_MAX_SIZE", 10),
+            "timeout": float(env_str("DB_POOL_TIMEOUT", "5")),
+        }
 if PRODUCTION and DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded SQLite file is for the demo: a clinic's data lives in PostgreSQL.
     raise ImproperlyConfigured(
@@ -336,6 +357,9 @@ CONTENT_SECURITY_POLICY = {
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# The probes speak plain HTTP inside the host (compose's health check calls 127.0.0.1:8000): never redirected
+# to HTTPS. They carry no patient data.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -50,6 +50,7 @@ urlpatterns = [
     path("account/password/", account_views.PasswordChangeView.as_view(), name="password-change"),
     path("admin/login/", account_views.admin_login),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tracking.api.urls")),
     path("api/v1/", include("reports.api.urls")),

@@ -95,6 +95,7 @@ NO_PATIENT_DATA = {
     "logout/": "auth.logout, tested below",
     "admin/": "Django admin: each change audited by tracking.admin",
     "healthz": "the database answers",
+    "readyz": "the database and Redis answer (names only of what failed)",
     "api/v1/ingest": "a write: one ingest event per batch, tested below",
     "api/schema/": "the OpenAPI schema",
     # The auditor's console and break-glass (their own events: audit.export, break_glass).

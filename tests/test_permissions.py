@@ -64,6 +64,7 @@ MATRIX = {
     "logout/": ("POST", "/logout/", [302, 302, 302, 302, 302, 302]),
     "admin/": ("GET", "/admin/", [302, 302, 302, 302, 302, 302]),
     "healthz": ("GET", "/healthz", [200, 200, 200, 200, 200, 200]),
+    "readyz": ("GET", "/readyz", [200, 200, 200, 200, 200, 200]),
     "api/v1/ingest": ("POST", "/api/v1/ingest", [401, 403, 403, 403, 403, 403]),
     "api/v1/patients/<str:player_id>/alerts": ("GET", "/api/v1/patients/p-a1/alerts", PATIENT_READ),
     "api/v1/patients/<str:player_id>/progress": ("GET", "/api/v1/patients/p-a1/progress", PATIENT_READ),

@@ -1,10 +1,14 @@
 """Pages. Thin: check access, call a selector, render."""
 
+import logging
+import sys
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.cache import cache
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -12,13 +16,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from reports import selectors as report_selectors
-from tracking import access, live, read_models, selectors, services
+from tracking import access, live, read_models, selectors, services, unavailable
 from tracking.charts import activity_figure
 from tracking.middleware import passive_session
 from tracking.models import AuditAction, Recommendation, Role
 from tracking.validators import text_error
 
 SEARCH_SESSION_KEY = "caseload_search"
+logger = logging.getLogger(__name__)
 
 
 def home(request):
@@ -46,6 +51,29 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+@login_not_required
+def readyz(request):
+    """Readiness, for a load balancer or an orchestrator: the database and Redis (the cache) both answer. A
+    failed dependency is named, never described (no host, no message): 503 with Retry-After."""
+    failed = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        failed.append("database")
+    try:
+        cache.get("readyz")
+    except Exception:  # the Redis client's connection errors, whatever their class
+        failed.append("redis")
+    if not failed:
+        return JsonResponse({"status": "ready"})
+    logger.warning("not ready: %s", ", ".join(failed))
+    response = JsonResponse({"status": "unavailable", "failed": failed}, status=503)
+    response["Retry-After"] = str(unavailable.RETRY_AFTER_SECONDS)
+    response._has_been_logged = True  # the warning above is the log line
+    return response
 
 
 @require_POST
@@ -172,9 +200,33 @@ def permission_denied(request, exception=None):
     return _error(request, 403, "Not allowed", "Your role does not give access to this page.")
 
 
+UNAVAILABLE_MESSAGE = "The dashboard is briefly unavailable. Please try again in a few seconds."
+
+
 def server_error(request):
     # No template and no database: this page must render even when those are what failed.
+    error = sys.exc_info()[1]
+    if unavailable.database_unreachable(error):
+        return _unavailable(request, error)
     message = "Something went wrong on our side; it has been logged."
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": message}, status=500)
     return HttpResponse(f"<!doctype html><title>Error</title><h1>Something went wrong</h1><p>{message}</p>", status=500)
+
+
+def _unavailable(request, error):
+    """The database is unreachable (a middleware's session or user lookup, or the view): 503 with Retry-After,
+    JSON under /api/, the product's error page elsewhere, drawn without the request (whose context processors
+    read the database), and logged once as a warning naming the exception's type."""
+    unavailable.log_unreachable(error, "an API request" if request.path.startswith("/api/") else "a page")
+    if request.path.startswith("/api/"):
+        response: HttpResponse = JsonResponse({"detail": unavailable.API_DETAIL}, status=503)
+    else:
+        try:
+            html = render_to_string("error.html", {"title": "Briefly unavailable", "message": UNAVAILABLE_MESSAGE})
+        except Exception:  # the page must answer whatever else is wrong
+            html = f"<!doctype html><title>Unavailable</title><h1>Briefly unavailable</h1><p>{UNAVAILABLE_MESSAGE}</p>"
+        response = HttpResponse(html, status=503)
+    response["Retry-After"] = str(unavailable.RETRY_AFTER_SECONDS)
+    response._has_been_logged = True  # logged above as a warning, not again as django.request's error
+    return response

@@ -8,6 +8,8 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from tracking.unavailable import API_DETAIL, RETRY_AFTER_SECONDS, database_unreachable, log_unreachable
+
 
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -35,7 +37,21 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+def unavailable_response() -> Response:
+    response = Response(
+        {"detail": API_DETAIL},
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+    # Logged once, as a warning with the exception's type only: not again by django.request with the path.
+    response._has_been_logged = True
+    return response
+
+
 def exception_handler(exc, context):
+    if database_unreachable(exc):
+        log_unreachable(exc, "an API request")
+        return unavailable_response()
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")
     elif isinstance(exc, PermissionDenied):
@@ -83,5 +99,8 @@ ERRORS = {
     401: OpenApiResponse(ErrorSerializer, description="Missing, wrong or revoked credentials."),
     403: OpenApiResponse(ErrorSerializer, description="Authenticated, but not allowed."),
     404: OpenApiResponse(ErrorSerializer, description="No such patient (or not yours to see)."),
+    503: OpenApiResponse(
+        ErrorSerializer, description="The database is briefly unreachable: retry after the seconds in Retry-After."
+    ),
 }
 READ_ERRORS = {k: ERRORS[k] for k in (400, 401, 403, 404)}

@@ -35,6 +35,7 @@ class IngestView(APIView):
             403: ERRORS[403],
             409: OpenApiResponse(ErrorSerializer, description="A concurrent write conflicted; retry the batch."),
             413: OpenApiResponse(ErrorSerializer, description="Body larger than the cap."),
+            503: ERRORS[503],
         },
         summary="Post a batch of sessions, markers, outcomes and crisis signals",
         description="All-or-nothing and idempotent by external id. 201 when something was created, else 200.",
