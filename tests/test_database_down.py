@@ -265,6 +265,8 @@ def test_postgresql_stopped_for_10_s_during_ingest(cluster):
                 thread.join(timeout=180)
             stop.set()
             assert not any(thread.is_alive() for thread in clients), "clients still running after 180 s"
+            # The web tier's pools hold no more than their budget (3 workers × DB_POOL_MAX_SIZE, default 10).
+            held = cluster.query("SELECT count(*) FROM pg_stat_activity WHERE datname = 'progress'")[0][0] - 1
     finally:
         stop.set()
         web_log = (logs / "web.log").read_text(errors="replace") if (logs / "web.log").exists() else ""
@@ -272,9 +274,11 @@ def test_postgresql_stopped_for_10_s_during_ingest(cluster):
 
     print(  # the figures of the run, for the closing note
         f"\noutage: {len(load.unavailable)} answers 503, {load.retried_and_stored} batches stored on a retry, "
-        f"{stored_during} stored while stopped (in flight), statuses {sorted(set(load.statuses))}"
+        f"{stored_during} stored while stopped (in flight), statuses {sorted(set(load.statuses))}, "
+        f"{held} connections held by the web server afterwards"
     )
     assert load.problems == [], load.problems
+    assert held <= 3 * 10, f"the web server holds {held} connections"
     assert set(load.statuses) <= {200, 201, 503}, f"an answer other than 2xx or 503: {sorted(set(load.statuses))}"
     assert load.unavailable, "no client was told 503 during the outage"
     for retry_after, detail in load.unavailable:
