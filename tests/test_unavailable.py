@@ -267,3 +267,36 @@ def test_compose_health_check_passes_under_production_settings():
     assert lines[0] == "/healthz 200 "
     assert lines[1] == "/readyz 200 "
     assert lines[2].startswith("/login/ 301 https://")
+
+
+# ----- the pool's settings ------------------------------------------------------------------------------
+
+
+def database_settings(env: dict[str, str]) -> dict:
+    script = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps(s.DATABASES['default'], default=str))"
+    )
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**base, "DJANGO_SETTINGS_MODULE": "progress_site.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def test_postgresql_is_pooled_with_sizes_from_the_environment_and_sqlite_is_not():
+    url = "postgres://postgres@127.0.0.1:5432/postgres"
+    pooled = database_settings({"DATABASE_URL": url, "DB_POOL_MAX_SIZE": "7", "DB_POOL_TIMEOUT": "2.5"})
+    assert pooled["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 7, "timeout": 2.5}
+    assert pooled["CONN_MAX_AGE"] == 0  # Django refuses persistent connections with a pool
+    unpooled = database_settings({"DATABASE_URL": url, "DB_POOL": "false", "DB_CONN_MAX_AGE": "60"})
+    assert "pool" not in unpooled["OPTIONS"] and unpooled["CONN_MAX_AGE"] == 60
+    demo = database_settings({})
+    assert demo["ENGINE"] == "django.db.backends.sqlite3" and "pool" not in demo["OPTIONS"]
+    assert demo["CONN_MAX_AGE"] == 0
