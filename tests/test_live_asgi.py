@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from datetime import timedelta
 
@@ -30,6 +31,25 @@ def _stream(patient_id=42, clinic_ids=(7,), expires_in=timedelta(minutes=5), **k
     )
 
 
+def run(coroutine):
+    """asyncio.run in a thread of its own: the browser tests' Playwright keeps an event loop running in the
+    test thread for the rest of the session."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = asyncio.run(coroutine)
+        except BaseException as error:  # re-raised in the test's thread
+            result["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
 async def _next(stream, timeout=3.0):
     return await asyncio.wait_for(anext(stream), timeout)
 
@@ -50,7 +70,7 @@ def test_a_bump_wakes_the_async_stream_through_the_process_watcher():
         await stream.aclose()
         assert watcher.watched_keys == 0
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_the_async_stream_beats_and_ends_after_stream_seconds(monkeypatch):
@@ -60,7 +80,7 @@ def test_the_async_stream_beats_and_ends_after_stream_seconds(monkeypatch):
     async def scenario():
         return [frame async for frame in _stream()]
 
-    frames = asyncio.run(scenario())
+    frames = run(scenario())
     assert frames[0] == RETRY and frames[-1] == 'event: bye\ndata: {"reason": "timeout"}\n\n'
     assert 2 <= frames.count(": heartbeat\n\n") <= 3 and len(frames) == frames.count(": heartbeat\n\n") + 2
 
@@ -70,9 +90,9 @@ def test_the_async_stream_ends_when_the_login_session_expires():
         return [frame async for frame in _stream(expires_in=expires_in)]
 
     bye = 'event: bye\ndata: {"reason": "session"}\n\n'
-    assert asyncio.run(scenario(timedelta(0))) == [RETRY, bye]
+    assert run(scenario(timedelta(0))) == [RETRY, bye]
     began = time.monotonic()
-    assert asyncio.run(scenario(timedelta(seconds=0.5))) == [RETRY, bye]
+    assert run(scenario(timedelta(seconds=0.5))) == [RETRY, bye]
     assert time.monotonic() - began < 2  # at the expiry, not at the end of the stream
 
 
@@ -115,7 +135,7 @@ def test_many_streams_share_one_read_per_tick():
         assert watcher.watched_keys == 0
         await client.aclose()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def _free_port():
@@ -173,7 +193,7 @@ def test_a_redis_outage_leaves_the_streams_open_and_they_recover(caplog):
             await stream.aclose()
 
         with caplog.at_level(logging.INFO, logger="tracking.live"):
-            asyncio.run(scenario())
+            run(scenario())
     finally:
         process.kill()
         process.wait(10)
@@ -202,4 +222,4 @@ def test_under_asgi_the_view_streams_the_async_iterator(therapist_a, patient_a):
         assert await _next(stream) == PATIENT.encode()
         await stream.aclose()
 
-    asyncio.run(scenario())
+    run(scenario())
