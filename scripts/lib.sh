@@ -37,7 +37,7 @@ ensure_venv() {
 # and poppler-utils (pdftoppm, which the tests use to look at a PDF's first page). Only the missing ones
 # are installed, after one `apt-get update`; nothing is done when all are present.
 # Also Debian's docker-compose (v1, Python), whose `config` validates docker-compose.yml without an engine.
-DEBIAN_PACKAGES="libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils docker-compose"
+DEBIAN_PACKAGES="libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils docker-compose prometheus"
 
 ensure_chromium() {
   local missing="" package
