@@ -9,6 +9,40 @@ from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "progress_site.settings")
 
+
+def _closed_broker_connection_is_a_connection_error() -> None:
+    """Keeps the worker alive when Redis goes away while it holds unacknowledged messages (a running task
+    under `acks_late`, an ETA task waiting for its time). On the connection loss, Celery closes the broken
+    connection, which detaches kombu's Redis transport from its `Connection` (`transport.client = None`)
+    before the channel's close tries to give the unacknowledged messages back, and the late acks of the
+    tasks still running go through that channel too: kombu then builds a new Redis client from
+    `transport.client.hostname` and raises `AttributeError: 'NoneType' object has no attribute
+    'hostname'`, which is not a connection error, so the consumer's reconnect loop does not catch it and
+    the worker stops ("Unrecoverable error"), then hangs in its shutdown until Redis is back (kombu
+    5.7.0, celery 5.7.0; tests/test_broker_outage.py). Here a detached transport raises redis's
+    ConnectionError instead: the restore and the late acks fail as a lost connection does, the worker
+    reconnects, and those messages stay in Redis's unacked set, redelivered after the visibility timeout
+    (settings.CELERY_BROKER_TRANSPORT_OPTIONS); the tasks are idempotent, and the sweeps find anything
+    Redis itself lost."""
+    import redis
+    from kombu.transport import redis as kombu_redis
+
+    channel = kombu_redis.Channel
+    if getattr(channel._connparams, "detached_guard", False):
+        return
+    original = channel._connparams
+
+    def _connparams(self, *args, **kwargs):
+        if self.connection.client is None:
+            raise redis.exceptions.ConnectionError("the broker connection was closed")
+        return original(self, *args, **kwargs)
+
+    _connparams.detached_guard = True  # type: ignore[attr-defined]
+    channel._connparams = _connparams
+
+
+_closed_broker_connection_is_a_connection_error()
+
 app = Celery("progress_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
@@ -106,13 +140,19 @@ def _beat_schedule() -> dict:
             "schedule": settings.ANALYTICS_RECONCILE_SECONDS,
         },
         # Celebration webhooks whose backoff has passed, or whose delivery task was lost.
-        "retry-pending-webhooks": {"task": "tracking.tasks.retry_pending_webhooks", "schedule": 60.0},
+        "retry-pending-webhooks": {
+            "task": "tracking.tasks.retry_pending_webhooks",
+            "schedule": settings.WEBHOOK_RETRY_SECONDS,
+        },
         # Alert e-mails not sent yet (a lost task, or alerts raised by a recompute).
-        "notify-pending-alerts": {"task": "reports.tasks.notify_pending_alerts", "schedule": 60.0},
+        "notify-pending-alerts": {
+            "task": "reports.tasks.notify_pending_alerts",
+            "schedule": settings.ALERT_SWEEP_SECONDS,
+        },
         # Each night: verify every audit chain and write its signed head outside the database.
         "audit-nightly": {"task": "tracking.tasks.audit_nightly", "schedule": crontab(hour=2, minute=15)},
         # Urgent alerts not acknowledged in the clinic's escalation minutes: e-mail the clinic admins.
-        "escalate-alerts": {"task": "reports.tasks.escalate_alerts", "schedule": 60.0},
+        "escalate-alerts": {"task": "reports.tasks.escalate_alerts", "schedule": settings.ALERT_SWEEP_SECONDS},
         # Each night: remove what aged out under the clinics' retention policies (DESIGN §7).
         "retention-nightly": {"task": "tracking.tasks.enforce_retention", "schedule": crontab(hour=3, minute=30)},
         # Each night: every clinic's expected-recovery references and its patients' not-on-track results.

@@ -190,9 +190,31 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 100
+# A broker outage never needs a human: the worker waits for Redis at startup and reconnects after a
+# loss for as long as it takes (progress_site/celery.py keeps kombu from stopping the worker when the
+# loss finds it holding unacknowledged messages; tests/test_broker_outage.py). Tasks running at the loss
+# finish (they are not cancelled: an alert e-mail already sent would be sent again); their late acks
+# fail, and Redis redelivers those messages after the visibility timeout.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # Fail fast when the broker is down: the data is already committed and a beat task reconciles.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+# visibility_timeout: a message delivered to a worker and not acknowledged in this time (the worker was
+# killed, or lost its connection before the ack) is delivered again. It must exceed the longest time a
+# live worker holds a message (the longest countdown, 30 s, plus the longest hard time limit of an
+# acks_late task, 30 min), or a task still running would be started a second time; tests/
+# test_worker_kill.py checks this. So a killed worker's tasks come back after up to an hour; the sweeps
+# (reconciler, pending alerts and webhooks, each a minute) redo what matters sooner.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "visibility_timeout": 3600,
+}
+# A send retries once, at once (a pooled connection Redis dropped when it restarted is replaced), and
+# does not sleep: Celery's default (3 retries, 0.2 s more each) kept each ingest ~0.6 s per task it
+# queues waiting while Redis was down (~3 s a batch).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
 CELERY_TIMEZONE = "UTC"
 # Analytics freshness: changed patients wait in a set that one drain task recomputes in groups (a burst
 # → a few group runs); the drain starts this long after the change that queued it, so under a steady
@@ -200,6 +222,10 @@ CELERY_TIMEZONE = "UTC"
 # a worker for its time. The reconciler finds patients whose recompute was lost.
 ANALYTICS_DEBOUNCE_SECONDS = float(env_str("ANALYTICS_DEBOUNCE_SECONDS", "1"))
 ANALYTICS_RECONCILE_SECONDS = float(env_str("ANALYTICS_RECONCILE_SECONDS", "60"))
+# How often beat sweeps for alert e-mails not sent yet (a lost task, Redis down at the ingest) and urgent
+# alerts to escalate, and for webhook deliveries that are due.
+ALERT_SWEEP_SECONDS = float(env_str("ALERT_SWEEP_SECONDS", "60"))
+WEBHOOK_RETRY_SECONDS = float(env_str("WEBHOOK_RETRY_SECONDS", "60"))
 ANALYTICS_CACHE_SECONDS = env_int("ANALYTICS_CACHE_SECONDS", 300)
 # Expected recovery (DESIGN §8): a clinic's references are rebuilt this long after its last new
 # questionnaire response (a burst → one run), and nightly.

@@ -163,6 +163,7 @@ class Stack:
         test = check["test"]
         argv = ["sh", "-c", test[1].replace("$$", "$")] if test[0] == "CMD-SHELL" else list(test[1:])
         argv = [a.replace("127.0.0.1:8000", f"127.0.0.1:{self.port}") for a in argv]
+        argv = [a.replace(BEAT_SCHEDULE, str(self.tmp / "celerybeat-schedule")) for a in argv]
         if argv[0] == "python":
             argv[0] = sys.executable
         env = {

@@ -199,7 +199,11 @@ def retry_pending_webhooks(limit: int = 500) -> int:
     return sum(enqueue(deliver_webhook, delivery_id) for delivery_id in ids)
 
 
-@shared_task(time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60)
+# Acknowledged when it starts, unlike the other tasks: it may run longer than the broker's visibility
+# timeout (settings.CELERY_BROKER_TRANSPORT_OPTIONS), after which a message still unacknowledged is
+# delivered again, which would start a second run beside the first. A run lost with its worker keeps the
+# batches it committed, and the next night's run removes the rest.
+@shared_task(time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60, acks_late=False)
 def enforce_retention() -> int:
     """Each night: every clinic's retention policies (DESIGN §7), in batches of at most 5,000 rows per
     transaction; an audit policy under the six-year floor is refused and logged, the rest still runs.
