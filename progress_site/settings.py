@@ -218,8 +218,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "inte
 CELERY_TIMEZONE = "UTC"
 # Analytics freshness: changed patients wait in a set that one drain task recomputes in groups (a burst
 # → a few group runs); the drain starts this long after the change that queued it, so under a steady
-# load each patient is recomputed about once a second at most (0: at once). At most one drain waits in
-# a worker for its time. The reconciler finds patients whose recompute was lost.
+# load each patient is recomputed about once a second at most (0: at once). At most one drain is queued;
+# it is sent with no countdown and waits out the rest of the window itself, so it never waits in a
+# worker's timer, which a lost broker connection empties. The reconciler finds patients whose recompute
+# was lost.
 ANALYTICS_DEBOUNCE_SECONDS = float(env_str("ANALYTICS_DEBOUNCE_SECONDS", "1"))
 ANALYTICS_RECONCILE_SECONDS = float(env_str("ANALYTICS_RECONCILE_SECONDS", "60"))
 # How often beat sweeps for alert e-mails not sent yet (a lost task, Redis down at the ingest) and urgent

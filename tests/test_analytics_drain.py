@@ -2,6 +2,8 @@
 burst of ingests for many patients costs a few group runs, no task waits in a worker for its time, and
 the reconciler stays the safety net for what the set loses."""
 
+import time
+
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
@@ -102,3 +104,25 @@ def test_with_tasks_in_process_the_patients_are_recomputed_at_once(changed_set, 
         celery_app.conf.task_always_eager = False
     assert not Patient.objects.stale_analytics().exists()
     assert changed_set.members(stale) == set()
+
+
+def test_the_drain_is_sent_without_a_countdown_and_waits_out_the_window_itself(
+    changed_set, stale, monkeypatch, settings
+):
+    """No ETA message waits in a worker's timer, which a lost broker connection empties (issue 15): the
+    drain goes to the queue at once and sleeps until the end of the window of the change that queued it,
+    never longer than the window, whatever the clocks say."""
+    settings.ANALYTICS_DEBOUNCE_SECONDS = 0.5
+    sent = []
+    monkeypatch.setattr(tasks, "enqueue_once", lambda task, *args, key, countdown=0: sent.append((args, countdown)))
+    before = time.time()
+    tasks.schedule_recompute(stale)
+    [((not_before,), countdown)] = sent
+    assert countdown == 0 and before + 0.5 <= not_before <= time.time() + 0.5
+    called, started = time.time(), time.monotonic()
+    assert tasks.recompute_changed_analytics(not_before) == 5
+    assert time.monotonic() - started >= not_before - called - 0.05  # it waited for the end of the window
+    tasks.schedule_recompute(stale)
+    started = time.monotonic()
+    assert tasks.recompute_changed_analytics(time.time() + 3600) == 5  # a skewed clock: at most the window
+    assert time.monotonic() - started < 5

@@ -37,9 +37,12 @@ def schedule_recompute(patient_ids, delay: float | None = None) -> None:
     """The patients' analytics are to be recomputed. They join the set of changed patients, and one drain
     task (at most one queued at a time) recomputes that set in groups of GROUP_SIZE, `delay` seconds
     later (ANALYTICS_DEBOUNCE_SECONDS): a burst of ingests for many patients becomes a few group runs, not
-    one task per patient. With tasks run in-process (the demo) they are recomputed now. When the set
-    cannot be written, group tasks are sent instead; when those cannot be sent either, the reconciler
-    finds the patients (their data_changed_at)."""
+    one task per patient. The drain is sent with no countdown and waits out the window itself: an ETA
+    message waits in a worker's timer, which a lost broker connection empties, while the debounce key
+    still says a drain is queued (issue 15); a message without one waits in Redis. With tasks run
+    in-process (the demo) they are recomputed now. When the set cannot be written, group tasks are sent
+    instead; when those cannot be sent either, the reconciler finds the patients (their
+    data_changed_at)."""
     ids = sorted(set(patient_ids))
     if not ids:
         return
@@ -53,7 +56,7 @@ def schedule_recompute(patient_ids, delay: float | None = None) -> None:
         _send_groups(ids)
         return
     delay = settings.ANALYTICS_DEBOUNCE_SECONDS if delay is None else delay
-    enqueue_once(recompute_changed_analytics, key=DRAIN_QUEUED_KEY, countdown=delay)
+    enqueue_once(recompute_changed_analytics, time.time() + delay, key=DRAIN_QUEUED_KEY)
 
 
 def _drains() -> bool:
@@ -90,11 +93,16 @@ def recompute_patient_analytics(patient_id: int) -> bool:
 
 
 @shared_task(time_limit=120, soft_time_limit=100)
-def recompute_changed_analytics() -> int:
+def recompute_changed_analytics(not_before: float | None = None) -> int:
     """Drains the set of changed patients, a group at a time, each group in one transaction with a fixed
-    number of queries. When a full group comes out, more may be waiting: another drain is queued, so a
-    second worker process drains beside this one (each pops its own groups). After DRAIN_SECONDS it
-    hands what is left to a new task. Returns how many were recomputed."""
+    number of queries. It starts at `not_before` (a Unix time: the end of the debounce window of the
+    change that queued it; never more than ANALYTICS_DEBOUNCE_SECONDS from now, whatever the clocks say),
+    and the changes of the burst join the set meanwhile. When a full group comes out, more may be
+    waiting: another drain is queued, so a second worker process drains beside this one (each pops its
+    own groups). After DRAIN_SECONDS it hands what is left to a new task. Returns how many were
+    recomputed."""
+    if not_before is not None:
+        time.sleep(max(0.0, min(not_before - time.time(), settings.ANALYTICS_DEBOUNCE_SECONDS)))
     with contextlib.suppress(Exception):
         cache.delete(DRAIN_QUEUED_KEY)  # changes from now on queue a new drain
     deadline = time.monotonic() + DRAIN_SECONDS
