@@ -46,6 +46,9 @@ _closed_broker_connection_is_a_connection_error()
 app = Celery("progress_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+from tracking.request_id import install as install_request_ids  # noqa: E402 (request ids, Django's LOGGING)
+
+install_request_ids(app)
 
 logger = logging.getLogger(__name__)
 

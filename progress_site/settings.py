@@ -86,6 +86,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every line a request logs carries its id (X-Request-ID), so does every task it enqueues.
+    "tracking.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "tracking.middleware.PrivateResponseMiddleware",
@@ -397,13 +399,31 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
+# Logs (DESIGN §10): one JSON object per line in production (LOG_FORMAT=json: time, level, logger, message,
+# request_id, user_id; task and task_id in a task; exc_type and traceback), a line of text elsewhere
+# (LOG_FORMAT=text). Every line passes the request-id filter and the scrubber first (tracking/logs.py,
+# tracking/request_id.py): no player id or free text. The web's master (gunicorn.conf.py), its workers, and
+# Celery's worker and beat (progress_site/celery.py) all log through this configuration.
+LOG_FORMAT = env_str("LOG_FORMAT", "json" if PRODUCTION else "text")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is neither json nor text")
+_SERVER_LOG = {"handlers": ["console"], "level": "INFO", "propagate": False}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "tracking.logs.ContextFilter"}, "scrub": {"()": "tracking.logs.ScrubFilter"}},
+    "formatters": {"json": {"()": "tracking.logs.JsonFormatter"}, "text": {"()": "tracking.logs.TextFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "scrub"]}
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
+        "gunicorn.error": _SERVER_LOG,
+        "uvicorn.error": _SERVER_LOG,
+        # The servers' access lines hold the path and its query (a player id); RequestIdMiddleware logs each
+        # request by view name instead (logger progress.requests).
+        "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         # Request logs would carry query strings; the app logs ids only.
         "django.request": {"level": "ERROR"},
         # Every login is in the audit log; axes' own lines would repeat it.
