@@ -90,6 +90,7 @@ MIDDLEWARE = [
     "tracking.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "tracking.metrics_views.RequestTimingMiddleware",
     "tracking.middleware.PrivateResponseMiddleware",
     "tracking.middleware.SessionMiddlewareWithPassiveRequests",
     "django.middleware.common.CommonMiddleware",
@@ -345,6 +346,11 @@ STORAGES = {
 INGEST_MAX_BODY_BYTES = env_int("INGEST_MAX_BODY_BYTES", 2 * 1024 * 1024)
 INGEST_MAX_ITEMS = env_int("INGEST_MAX_ITEMS", 5000)
 INGEST_FUTURE_TOLERANCE_SECONDS = 5 * 60
+
+# Metrics (DESIGN §10): GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is a 404
+# for everyone. PROMETHEUS_MULTIPROC_DIR (read by prometheus_client, see tracking/metrics_files.py) adds
+# up the counters of every web and worker process.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES + 1024
 
 REST_FRAMEWORK = {
@@ -387,9 +393,9 @@ CONTENT_SECURITY_POLICY = {
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-# The probes speak plain HTTP inside the host (compose's health check calls 127.0.0.1:8000): never redirected
-# to HTTPS. They carry no patient data.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# The probes and Prometheus's scrape speak plain HTTP inside the host (compose's health check calls
+# 127.0.0.1:8000; Prometheus scrapes web:8000): never redirected to HTTPS. They carry no patient data.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

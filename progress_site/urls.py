@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from reports import views as report_views
-from tracking import account_views, auditor_views, console_views, views
+from tracking import account_views, auditor_views, console_views, metrics_views, views
 
 urlpatterns = [
     path("", views.home, name="caseload"),
@@ -51,6 +51,7 @@ urlpatterns = [
     path("admin/login/", account_views.admin_login),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tracking.api.urls")),
     path("api/v1/", include("reports.api.urls")),

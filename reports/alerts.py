@@ -37,7 +37,7 @@ from reports.instruments import INSTRUMENTS, PHQ9, Instrument, get_instrument
 from reports.models import Alert, AlertKind, AlertSeverity, OutcomeResponse
 from reports.outcomes import Score, deterioration_crossing
 from reports.selectors import scores_by_patient
-from tracking import audit
+from tracking import audit, metrics
 from tracking.models import AuditAction, CareAssignment, Clinic, Membership, Patient, Role
 from tracking.signals import alerts_changed, data_changed, send_on_commit
 from tracking.validators import text_error
@@ -486,5 +486,6 @@ def _escalate(alert_id: int) -> bool:
     alert.escalated_at = timezone.now()
     alert.escalation_error, alert.escalation_retry_at = "", None
     alert.save(update_fields=["escalated_at", "escalation_error", "escalation_retry_at"])
+    metrics.alert_escalated()
     logger.warning("alert escalated alert_id=%s", alert.pk)
     return True

@@ -96,6 +96,7 @@ NO_PATIENT_DATA = {
     "admin/": "Django admin: each change audited by tracking.admin",
     "healthz": "the database answers",
     "readyz": "the database and Redis answer (names only of what failed)",
+    "metrics": "Prometheus's scrape: counts and ages only, no id, name or text (tests/test_metrics.py)",
     "api/v1/ingest": "a write: one ingest event per batch, tested below",
     "api/schema/": "the OpenAPI schema",
     # The auditor's console and break-glass (their own events: audit.export, break_glass).

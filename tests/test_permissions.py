@@ -65,6 +65,8 @@ MATRIX = {
     "admin/": ("GET", "/admin/", [302, 302, 302, 302, 302, 302]),
     "healthz": ("GET", "/healthz", [200, 200, 200, 200, 200, 200]),
     "readyz": ("GET", "/readyz", [200, 200, 200, 200, 200, 200]),
+    # Prometheus's scrape: only with METRICS_TOKEN's bearer header (tests/test_metrics.py), a 404 for anyone else.
+    "metrics": ("GET", "/metrics", [404, 404, 404, 404, 404, 404]),
     "api/v1/ingest": ("POST", "/api/v1/ingest", [401, 403, 403, 403, 403, 403]),
     "api/v1/patients/<str:player_id>/alerts": ("GET", "/api/v1/patients/p-a1/alerts", PATIENT_READ),
     "api/v1/patients/<str:player_id>/progress": ("GET", "/api/v1/patients/p-a1/progress", PATIENT_READ),

@@ -12,7 +12,7 @@ class TrackingConfig(AppConfig):
         # inside ready(): those modules import models, which are not loaded when this module is.
         from axes.signals import user_locked_out
 
-        from tracking import accounts, audit, live, signals, tasks
+        from tracking import accounts, audit, live, metrics_worker, signals, tasks
 
         signals.data_changed.connect(tasks.on_data_changed, dispatch_uid="tasks.on_data_changed")
         signals.data_changed.connect(live.on_patients_changed, dispatch_uid="live.on_data_changed")
@@ -28,3 +28,5 @@ class TrackingConfig(AppConfig):
         # Sessions: when each began (the absolute limit), and which are whose (logout ends them all).
         auth_signals.user_logged_in.connect(accounts.on_user_logged_in, dispatch_uid="accounts.login")
         auth_signals.user_logged_out.connect(accounts.on_user_logged_out, dispatch_uid="accounts.logout")
+        # Metrics: the Celery worker's part of the multiprocess directory (tracking.metrics_files).
+        metrics_worker.connect()

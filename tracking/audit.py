@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from tracking import metrics
 from tracking.models import (
     AUDIT_RETENTION_MIN_DAYS,
     AuditAction,
@@ -155,6 +156,7 @@ def audit_record(
         )
         event.hash = chain_hash(event.prev_hash, event_fields(event))
         _insert_and_move_head(event)
+        metrics.audit_recorded(action)
     return event
 
 

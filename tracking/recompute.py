@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from reports import alerts, expected_recovery
-from tracking import analytics, history, selectors, webhooks
+from tracking import analytics, history, metrics, selectors, webhooks
 from tracking.fields import encrypted_columns
 from tracking.models import (
     Clinic,
@@ -287,6 +287,7 @@ def get_visualization_data(patient: Patient, *, days: int = 14) -> dict[str, Any
 # ----- recompute --------------------------------------------------------------------------------------
 
 
+@metrics.RECOMPUTE_SECONDS.time()
 def patients_recompute(patient_ids: Iterable[int], *, stop_on: tuple[type[BaseException], ...] = ()) -> int:
     """Recomputes and stores everything for these patients, in one transaction and a fixed number of
     queries for the whole group. Idempotent; safe to run concurrently (the patients' rows are locked, in

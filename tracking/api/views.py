@@ -8,7 +8,7 @@ from rest_framework import permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tracking import access, read_models, services
+from tracking import access, metrics, read_models, services
 from tracking.api.errors import ERRORS, READ_ERRORS, BatchInvalid, Conflict, ErrorSerializer, PayloadTooLarge
 from tracking.api.serializers import IngestResultSerializer
 from tracking.ingest import IngestBatchSerializer, IngestRejected, batch_validate, ingest_batch
@@ -40,15 +40,18 @@ class IngestView(APIView):
         summary="Post a batch of sessions, markers, outcomes and crisis signals",
         description="All-or-nothing and idempotent by external id. 201 when something was created, else 200.",
     )
+    @metrics.INGEST_SECONDS.time()
     def post(self, request):
         try:
             items = batch_validate(request.data, max_items=settings.INGEST_MAX_ITEMS)
             result = ingest_batch(clinic=request.auth.clinic, items=items, token_name=request.auth.name)
         except IngestRejected as rejected:
+            metrics.ingest_refused(request.data, rejected.errors)
             raise BatchInvalid(rejected.errors) from None
         except IntegrityError:
             # Two concurrent batches gave the same new external id to different players.
             raise Conflict() from None
+        metrics.ingest_stored(result.as_dict())  # committed: ingest_batch's transaction is the outermost
         code = status.HTTP_201_CREATED if result.created_any else status.HTTP_200_OK
         return Response(result.as_dict(), status=code)
 
