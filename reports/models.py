@@ -186,6 +186,12 @@ class Alert(models.Model):
             models.Index(fields=["patient", "acknowledged_at"], name="alert_patient_open"),
             # The e-mail sweep: alerts not e-mailed yet, oldest first.
             models.Index(fields=["created_at"], name="alert_to_notify", condition=Q(notified_at__isnull=True)),
+            # The unacknowledged alerts by severity, oldest first (/metrics at every scrape).
+            models.Index(
+                fields=["severity", "created_at"],
+                name="alert_unacknowledged",
+                condition=Q(acknowledged_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

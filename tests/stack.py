@@ -65,8 +65,17 @@ class Stack:
     server. `request` speaks to the web as the TLS-terminating proxy compose expects in front of it does
     (`X-Forwarded-Proto: https`)."""
 
-    def __init__(self, tmp: Path, *, database_url: str, redis_url: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        database_url: str,
+        redis_url: str,
+        env: dict[str, str] | None = None,
+        web_workers: int | None = None,
+    ):
         self.tmp = tmp
+        self.web_workers = web_workers  # instead of compose's `--workers`, when given
         self.port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
         (tmp / "audit-heads").mkdir(exist_ok=True)
@@ -78,6 +87,7 @@ class Stack:
             "SECRET_KEY": "stack-test-" + Fernet.generate_key().decode(),
             "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "AUDIT_HEAD_DIR": str(tmp / "audit-heads"),
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),  # compose's shared metrics volume
             "AUDIT_SIGNING_KEY": "stack-test-audit-signing-key",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DEBUG": "false",
@@ -93,6 +103,8 @@ class Stack:
         words = service_command(service)
         if "--bind" in words:
             words[words.index("--bind") + 1] = f"127.0.0.1:{self.port}"
+        if "--workers" in words and self.web_workers is not None:
+            words[words.index("--workers") + 1] = str(self.web_workers)
         if BEAT_SCHEDULE in words:
             words[words.index(BEAT_SCHEDULE)] = str(self.tmp / "celerybeat-schedule")
         if words[0] in ("gunicorn", "celery"):

@@ -12,9 +12,12 @@ Also the middleware that times every request by view (`progress_http_request_sec
 
 from __future__ import annotations
 
+import glob
 import hmac
+import logging
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +32,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from reports.models import Alert, AlertSeverity
 from tracking import metrics, metrics_files
 from tracking.models import Patient, WebhookDelivery
+
+logger = logging.getLogger(__name__)
 
 CELERY_QUEUE_TIMEOUT_SECONDS = 0.5
 
@@ -122,12 +127,32 @@ def celery_queue_length() -> int | None:
         return None
 
 
+class FilesCollector:
+    """The counters and histograms of every process, from the multiprocess directory: prometheus_client's
+    MultiProcessCollector, except that a file it cannot read (one a process is creating right now, or one
+    cut short by a full disk) is left out of this scrape, with a warning, instead of failing the scrape."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Iterable[Metric]:
+        readable = []
+        for name in glob.glob(os.path.join(glob.escape(self.path), "*.db")):
+            try:
+                MultiProcessCollector.merge([name])
+            except Exception as error:  # mmap's and struct's errors, a file removed meanwhile
+                logger.warning("metrics file skipped: %s (%s)", os.path.basename(name), type(error).__name__)
+                continue
+            readable.append(name)
+        return MultiProcessCollector.merge(readable, accumulate=True)
+
+
 class _Scrape:
     """What one scrape serves: the counters and histograms, then the gauges."""
 
     def __init__(self) -> None:
         path = metrics_files.directory()
-        self.counted = MultiProcessCollector(None, path=path) if metrics.MULTIPROCESS and path else metrics.REGISTRY
+        self.counted = FilesCollector(path) if metrics.MULTIPROCESS and path else metrics.REGISTRY
 
     def collect(self) -> Iterator[Metric]:
         yield from self.counted.collect()

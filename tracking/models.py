@@ -167,6 +167,16 @@ class Patient(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["clinic", "player_id"], name="patient_player_id_unique_per_clinic"),
         ]
+        indexes = [
+            # The stale patients (`stale_analytics`), oldest change first: /metrics counts them and their lag
+            # at every scrape from this small index instead of reading every patient.
+            models.Index(
+                fields=["data_changed_at"],
+                name="patient_stale_analytics",
+                condition=Q(analytics_computed_at__isnull=True, data_changed_at__isnull=False)
+                | Q(data_changed_at__gt=models.F("analytics_computed_at")),
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.player_id
