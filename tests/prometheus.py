@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -34,6 +33,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from tests.stack import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 SCRAPE_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -42,12 +43,6 @@ RULES_TEST = PROMETHEUS_DIR / "alerts_test.yml"
 JOB = "progress"
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def binary(name: str) -> str:

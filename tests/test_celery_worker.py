@@ -21,6 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from progress_site.celery import app as celery_app
+from tests.stack import free_port
 from tests.test_ingest import post
 from tracking import history, webhooks
 from tracking.models import Milestone, Patient, ProgressHighlight, ProgressSummary, WebhookDelivery
@@ -29,12 +30,6 @@ from tracking.tasks import recompute_patient_analytics
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(condition, timeout: float = 45, what: str = "condition"):
