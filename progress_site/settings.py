@@ -430,6 +430,7 @@ LOGGING = {
         # request by view name instead (logger progress.requests).
         "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        "django.server": {"handlers": [], "level": "WARNING", "propagate": False},  # runserver's (the demo's)
         # Request logs would carry query strings; the app logs ids only.
         "django.request": {"level": "ERROR"},
         # Every login is in the audit log; axes' own lines would repeat it.
