@@ -137,6 +137,8 @@ class Stack:
         )
 
     def start(self, *services: str) -> Stack:
+        if "web" in services:
+            self.collectstatic()  # the image is built before it runs: production serves only collected files
         for service in services:
             log = (self.tmp / f"{service}.log").open("a")  # noqa: SIM115 (open while the process runs)
             self.processes[service] = subprocess.Popen(  # noqa: S603

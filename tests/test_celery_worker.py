@@ -251,7 +251,9 @@ def test_new_questionnaires_rebuild_the_reference_and_raise_the_not_on_track_ale
     from reports.models import Alert, AlertKind, MeasureStatus, TrajectoryReference
 
     settings.REFERENCE_DEBOUNCE_SECONDS = 0.5
-    now = timezone.now()
+    # Yesterday at noon UTC: 7 weeks before it is 7 weeks of London's local days, whatever the time of the run
+    # (from now, a run after 23:00 UTC in winter put the first answer past midnight of summer time: week 6).
+    now = (timezone.now() - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
     outcomes = [
         {"response_id": f"stuck-{n}", "player_id": "stuck", "instrument": "phq9", "total": total,
          "administered_at": (now - timedelta(weeks=weeks)).isoformat()}

@@ -39,7 +39,6 @@ def stack(transactional_db, tmp_path):
     (tmp_path / "metrics" / f"counter_web-{metrics_files.HOST}-1.db").write_bytes(b"")
     (tmp_path / "metrics" / "counter_worker-othercontainer-1.db").write_bytes(b"")
     try:
-        stack.collectstatic()
         stack.start("web", "worker")
         yield stack
     finally:

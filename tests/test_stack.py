@@ -65,7 +65,6 @@ def stack(transactional_db, redis_server, smtp, tmp_path):
         },
     )
     try:
-        stack.collectstatic()  # the image's build step
         stack.migrate()  # the web service's first step (a no-op here: the test database is migrated)
         stack.start("web", "worker", "beat")
         yield stack
