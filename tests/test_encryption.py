@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from django.apps import apps
 from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.core.management import CommandError, call_command
-from django.db import OperationalError, connection, models
+from django.db import OperationalError, connection, models, transaction
 from django.test import override_settings
 from django.test.utils import isolate_apps
 from django.utils import timezone
@@ -418,7 +418,8 @@ def test_rotation_re_encrypts_every_value_with_the_newest_key_without_row_histor
         assert every_value() == values
         device = AuthenticatorDevice.objects.get(pk=made["device"].pk)
         assert device.key == made["totp_key"]
-        assert device.verify_token(device.totp().token())  # the second factor still works
+        # The second factor still works (a code as the app shows it: 6 digits, with its leading zeros).
+        assert device.verify_token(f"{device.totp().token():06d}")
 
     [event] = AuditEvent.objects.filter(pk__gt=since)
     assert (event.chain, event.actor, event.action, event.outcome) == (
@@ -486,8 +487,10 @@ def test_the_rows_of_a_batch_are_locked_while_they_are_rotated(monkeypatch):
 
             def write():
                 try:
-                    with connection.cursor() as cursor:  # this thread's own connection
-                        cursor.execute("SET lock_timeout = '300ms'")
+                    # This thread's own connection; SET LOCAL, so the timeout ends with the transaction and
+                    # does not go back to the pool with the connection (a later request would inherit it).
+                    with transaction.atomic(), connection.cursor() as cursor:
+                        cursor.execute("SET LOCAL lock_timeout = '300ms'")
                         cursor.execute("UPDATE tracking_patient SET timezone = 'UTC' WHERE id = %s", [patient.pk])
                     outcome["write"] = "done"
                 except OperationalError:
