@@ -10,8 +10,17 @@ from tests.factories import (
     MembershipFactory,
     PatientFactory,
 )
+from tests.smtp import SMTPServer
 from tracking.models import Role
 from tracking.services import ingest_token_create
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server (tests/smtp.py) on a loopback port, for processes the test starts (smtp_env)."""
+    server = SMTPServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

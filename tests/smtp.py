@@ -55,6 +55,16 @@ class SMTPServer:
         self._controller.stop()
 
 
+def smtp_env(server: SMTPServer) -> dict[str, str]:
+    """The environment that points another process's Django e-mail at `server` (tests/stack.py)."""
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(server.port),
+        "EMAIL_USE_TLS": "false",
+    }
+
+
 def use_smtp(settings, server: SMTPServer) -> None:
     """Points Django's e-mail at `server` (pytest-django's `settings` fixture restores it afterwards)."""
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"

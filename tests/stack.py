@@ -25,6 +25,8 @@ from pathlib import Path
 import yaml
 from cryptography.fernet import Fernet
 
+from tracking.fields import configured_keys
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 BEAT_SCHEDULE = "/var/lib/beat/celerybeat-schedule"
@@ -34,6 +36,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_database_url() -> str:
+    """This test run's database (pytest-django's `test_` copy of DATABASE_URL's), for processes outside it."""
+    from django.db import connection
+
+    return os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
 
 
 def compose() -> dict:
@@ -59,7 +68,8 @@ def service_environment(service: str) -> dict[str, str]:
 
 
 class Stack:
-    """`web`, `worker` and `beat` of docker-compose.yml on `database_url` and `redis_url`.
+    """`web`, `worker` and `beat` of docker-compose.yml on `redis_url` and `database_url` (this test run's
+    database unless told otherwise), with the test process's field-encryption keys.
 
     `env` adds to (or overrides) compose's environment, for what a test needs: a sweep interval, an SMTP
     server. `request` speaks to the web as the TLS-terminating proxy compose expects in front of it does
@@ -69,8 +79,8 @@ class Stack:
         self,
         tmp: Path,
         *,
-        database_url: str,
         redis_url: str,
+        database_url: str | None = None,
         env: dict[str, str] | None = None,
         web_workers: int | None = None,
     ):
@@ -82,10 +92,11 @@ class Stack:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_TESTING", "PYTEST", "CELERY_"))},
             **service_environment("web"),
-            "DATABASE_URL": database_url,
+            "DATABASE_URL": database_url or run_database_url(),
             "REDIS_URL": redis_url,
             "SECRET_KEY": "stack-test-" + Fernet.generate_key().decode(),
-            "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            # what the test process encrypts (names, webhook secrets) the stack must read
+            "FIELD_ENCRYPTION_KEYS": ",".join(configured_keys()),
             "AUDIT_HEAD_DIR": str(tmp / "audit-heads"),
             "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),  # compose's shared metrics volume
             "AUDIT_SIGNING_KEY": "stack-test-audit-signing-key",
@@ -95,7 +106,6 @@ class Stack:
             "SITE_URL": f"https://127.0.0.1:{self.port}",
             **(env or {}),
         }
-        self.env.pop("DJANGO_TESTING", None)
 
     # ----- the services ---------------------------------------------------------------------------
 

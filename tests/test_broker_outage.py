@@ -26,11 +26,9 @@ from django.utils import timezone
 
 from reports.models import Alert, OutcomeResponse
 from tests.factories import CareAssignmentFactory, PatientFactory, TherapySessionFactory
-from tests.smtp import SMTPServer
-from tests.stack import Stack
+from tests.smtp import smtp_env
+from tests.stack import Stack, run_database_url
 from tests.test_celery_worker import broker, wait_until  # noqa: F401 (a fixture)
-from tests.test_stack import database_url
-from tracking import fields
 from tracking.models import Patient, ProgressMarker, TherapySession
 from tracking.tasks import recompute_patient_analytics
 
@@ -47,23 +45,12 @@ SERVER_ERROR = re.compile(r'HTTP/1\.[01]" 5(?!03)\d\d')
 
 
 @pytest.fixture
-def smtp():
-    server = SMTPServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def stack(transactional_db, broker, smtp, tmp_path):  # noqa: F811 (the broker fixture)
     stack = Stack(
         tmp_path,
-        database_url=database_url(),
         redis_url=broker.url,
         env={
-            "FIELD_ENCRYPTION_KEYS": ",".join(fields.configured_keys()),
-            "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-            "EMAIL_HOST": "127.0.0.1",
-            "EMAIL_PORT": str(smtp.port),
+            **smtp_env(smtp),
             # the safety nets' intervals, shortened from a minute so that the test stays short
             "ANALYTICS_RECONCILE_SECONDS": "5",
             "ALERT_SWEEP_SECONDS": "5",
@@ -224,7 +211,7 @@ def test_redis_stopped_for_30_s_during_a_10000_event_ingest_loses_nothing_and_co
 
     wait_until(lambda: game.posted["before"] == CLIENTS * len(BEFORE) or game.failures, 60, "the first batches")
     assert not game.failures, game.failures
-    lock = psycopg.connect(database_url().replace("postgres://", "postgresql://", 1))
+    lock = psycopg.connect(run_database_url().replace("postgres://", "postgresql://", 1))
     try:
         lock.execute("SELECT 1 FROM tracking_patient WHERE id = %s FOR UPDATE", [canary.pk])
         recompute_patient_analytics.delay(canary.pk)

@@ -17,11 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from progress_site.celery import app as celery_app
-from tests.stack import free_port
+from tests.stack import free_port, run_database_url
 from tests.test_ingest import post
 from tracking import history, webhooks
 from tracking.models import Milestone, Patient, ProgressHighlight, ProgressSummary, WebhookDelivery
@@ -105,7 +104,7 @@ def worker(transactional_db, broker, tmp_path):
     """`celery worker -B` in its own process, on the test database, with a 1-second reconciler."""
     env = {
         **os.environ,
-        "DATABASE_URL": os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"],
+        "DATABASE_URL": run_database_url(),
         "CELERY_BROKER_URL": broker.url,
         "ANALYTICS_RECONCILE_SECONDS": "1",
         "ANALYTICS_DEBOUNCE_SECONDS": "0.5",
@@ -191,6 +190,16 @@ def week_of_sessions(patient_tz: str, player: str) -> dict:
             }
         )
     return {"sessions": sessions}
+
+
+def week_with_a_crisis(patient_tz: str, player: str, alert_id: str, reason: str) -> dict:
+    """`week_of_sessions` and an urgent crisis signal raised at the start of its last session."""
+    batch = week_of_sessions(patient_tz, player)
+    batch["alerts"] = [
+        {"alert_id": alert_id, "player_id": player, "level": "urgent", "reason": reason,
+         "occurred_at": batch["sessions"][-1]["started_at"]}
+    ]  # fmt: skip
+    return batch
 
 
 def test_a_batch_completing_a_week_streak_leads_to_milestone_highlight_and_signed_webhook(

@@ -28,7 +28,6 @@ from pathlib import Path
 import django_otp
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -36,7 +35,7 @@ from tests import stack as stack_module
 from tests.factories import CareAssignmentFactory, PatientFactory
 from tests.stack import Stack
 from tests.test_celery_worker import wait_until
-from tracking import accounts, fields
+from tracking import accounts
 from tracking.management.commands._base import percentile
 from tracking.models import AuthenticatorDevice
 
@@ -53,10 +52,6 @@ DELIVERY_LIMIT = 2.0
 DELIVERIES = 5
 
 
-def database_url() -> str:
-    return os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
-
-
 @pytest.fixture
 def web(transactional_db, tmp_path, monkeypatch):
     override = os.environ.get("LIVE_SCALE_WEB_COMMAND")
@@ -67,12 +62,10 @@ def web(transactional_db, tmp_path, monkeypatch):
         )
     stack = Stack(
         tmp_path,
-        database_url=database_url(),
         redis_url=os.environ["REDIS_URL"],
         env={
-            # the sessions and encrypted fields this test process writes, the web must read
+            # the sessions this test process writes, the web must read
             "SECRET_KEY": settings.SECRET_KEY,
-            "FIELD_ENCRYPTION_KEYS": ",".join(fields.configured_keys()),
         },
     )
     try:

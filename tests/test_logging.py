@@ -13,9 +13,9 @@ import pytest
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from tests.test_celery_worker import Receiver, wait_until, week_of_sessions
+from tests.test_celery_worker import Receiver, wait_until, week_with_a_crisis
 from tests.test_ingest import post
-from tests.test_stack import database_url, redis_server, smtp, stack  # noqa: F401 (fixtures)
+from tests.test_stack import redis_server, stack  # noqa: F401 (fixtures)
 from tracking import logs, request_id
 from tracking.models import WebhookDelivery
 
@@ -208,11 +208,7 @@ def test_a_failing_task_logs_the_request_id_of_the_ingest_that_enqueued_it_and_n
 ):
     clinic.webhook_url, clinic.webhook_secret = failing_receiver.url, "stack-webhook-secret"
     clinic.save()
-    batch = week_of_sessions(clinic.timezone, patient_a.player_id)
-    batch["alerts"] = [
-        {"alert_id": "crisis-7f3", "player_id": patient_a.player_id, "level": "urgent",
-         "reason": "Said goodbye to everyone in chat", "occurred_at": batch["sessions"][-1]["started_at"]}
-    ]  # fmt: skip
+    batch = week_with_a_crisis(clinic.timezone, patient_a.player_id, "crisis-7f3", "Said goodbye to everyone in chat")
     ingest_id = "ingest-acceptance-0001"
     status, headers, body = stack.request(
         "POST", "/api/v1/ingest", batch, {"Authorization": f"Bearer {token}", "X-Request-ID": ingest_id}

@@ -14,8 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.stack import Stack
 from tests.test_celery_worker import Broker, wait_until
-from tests.test_stack import database_url
-from tracking import fields, metrics_files
+from tracking import metrics_files
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -29,9 +28,8 @@ def stack(transactional_db, tmp_path):
     broker.start()
     stack = Stack(
         tmp_path,
-        database_url=database_url(),
         redis_url=broker.url,
-        env={"FIELD_ENCRYPTION_KEYS": ",".join(fields.configured_keys()), "METRICS_TOKEN": METRICS_TOKEN},
+        env={"METRICS_TOKEN": METRICS_TOKEN},
         web_workers=2,
     )
     (tmp_path / "metrics").mkdir()

@@ -8,30 +8,17 @@ import json
 import os
 
 import pytest
-from django.db import connection
 
 from reports.models import Alert
-from tests.smtp import SMTPServer
+from tests.smtp import smtp_env
 from tests.stack import ROOT, Stack, service_command
-from tests.test_celery_worker import Broker, Receiver, wait_until, week_of_sessions
-from tracking import fields, webhooks
+from tests.test_celery_worker import Broker, Receiver, wait_until, week_with_a_crisis
+from tracking import webhooks
 from tracking.models import Milestone, Patient, ProgressSummary, WebhookDelivery
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 SECRET = "stack-webhook-secret"
-
-
-def database_url() -> str:
-    """This test run's database, for processes outside it."""
-    return os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
-
-
-@pytest.fixture
-def smtp():
-    server = SMTPServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -54,14 +41,9 @@ def redis_server(tmp_path):
 def stack(transactional_db, redis_server, smtp, tmp_path):
     stack = Stack(
         tmp_path,
-        database_url=database_url(),
         redis_url=redis_server.url,
         env={
-            # what the test process encrypted (the clinic's webhook secret) the stack must read
-            "FIELD_ENCRYPTION_KEYS": ",".join(fields.configured_keys()),
-            "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-            "EMAIL_HOST": "127.0.0.1",
-            "EMAIL_PORT": str(smtp.port),
+            **smtp_env(smtp),
         },
     )
     try:
@@ -82,11 +64,7 @@ def test_a_batch_through_the_deployed_stack_reaches_analytics_email_and_webhook(
     therapist_a.save()
     clinic.webhook_url, clinic.webhook_secret = receiver.url, SECRET
     clinic.save()
-    batch = week_of_sessions(clinic.timezone, patient_a.player_id)
-    batch["alerts"] = [
-        {"alert_id": "stack-c1", "player_id": patient_a.player_id, "level": "urgent",
-         "reason": "Crisis phrase in chat", "occurred_at": batch["sessions"][-1]["started_at"]}
-    ]  # fmt: skip
+    batch = week_with_a_crisis(clinic.timezone, patient_a.player_id, "stack-c1", "Crisis phrase in chat")
 
     status, _, body = stack.ingest(token, batch)
     assert status == 201, body

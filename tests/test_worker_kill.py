@@ -18,9 +18,8 @@ from django.utils import timezone
 
 from progress_site.celery import app as celery_app
 from tests.factories import PatientFactory, TherapySessionFactory
-from tests.stack import Stack, compose
+from tests.stack import Stack, compose, run_database_url
 from tests.test_celery_worker import broker, wait_until  # noqa: F401 (a fixture)
-from tests.test_stack import database_url
 from tracking.models import Patient
 from tracking.tasks import recompute_patient_analytics
 
@@ -56,7 +55,6 @@ def test_compose_restarts_worker_and_beat_and_checks_their_health():
 def stack(transactional_db, broker, tmp_path):  # noqa: F811 (the broker fixture)
     stack = Stack(
         tmp_path,
-        database_url=database_url(),
         redis_url=broker.url,
         env={"ANALYTICS_RECONCILE_SECONDS": "2"},
     )
@@ -69,7 +67,7 @@ def stack(transactional_db, broker, tmp_path):  # noqa: F811 (the broker fixture
 def _row_locks(patient_ids):
     """Holds the patients' rows locked (as a long ingest would) until the returned connection ends its
     transaction: their recompute tasks wait, running, in the worker."""
-    conn = psycopg.connect(database_url().replace("postgres://", "postgresql://", 1))
+    conn = psycopg.connect(run_database_url().replace("postgres://", "postgresql://", 1))
     conn.execute("SELECT 1 FROM tracking_patient WHERE id = ANY(%s) FOR UPDATE", [list(patient_ids)])
     return conn
 
