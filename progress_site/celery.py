@@ -90,7 +90,7 @@ class PendingSet:
     never the record: what it loses (Redis down, a worker killed after a pop) is found again by a sweep
     over the database. Errors are raised to the caller, which decides the fallback."""
 
-    REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
+    REDIS_CACHES = ("progress_site.cache.ProcessRedisCache", "django.core.cache.backends.redis.RedisCache")
 
     def __init__(self, name: str):
         self.name = name
@@ -104,7 +104,7 @@ class PendingSet:
 
     def available(self) -> bool:
         """Whether the cache is Redis (the set lives beside it); not in the demo's in-memory cache."""
-        return self._cache_settings()["BACKEND"] == self.REDIS_CACHE
+        return self._cache_settings()["BACKEND"] in self.REDIS_CACHES
 
     def _redis(self):
         location = self._cache_settings()["LOCATION"]

@@ -213,7 +213,9 @@ class Stack:
     # ----- speaking to the web ------------------------------------------------------------------------
 
     def request(self, method: str, path: str, body=None, headers: dict | None = None, timeout: float = 30):
-        """(status, headers, parsed JSON or text) of one request, through a proxy that terminated TLS."""
+        """(status, headers, parsed JSON or text) of one request, through a proxy that terminated TLS. The
+        headers are looked up without regard to case, as HTTP's are (uvicorn's httptools protocol sends
+        them in lower case)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         data = json.dumps(body).encode() if isinstance(body, dict | list) else body
         all_headers = {"X-Forwarded-Proto": "https", "Host": "127.0.0.1", **(headers or {})}
@@ -227,7 +229,7 @@ class Stack:
             conn.close()
         text = raw.decode("utf-8", "replace")
         parsed = json.loads(text) if re.match(r"application/json", response.getheader("Content-Type") or "") else text
-        return response.status, dict(response.getheaders()), parsed
+        return response.status, response.headers, parsed
 
     def ingest(self, token: str, batch: dict):
         return self.request("POST", "/api/v1/ingest", batch, {"Authorization": f"Bearer {token}"})

@@ -4,8 +4,10 @@ the reconciler stays the safety net for what the set loses."""
 
 import time
 
+import psycopg
 import pytest
 from django.core.cache import cache
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from progress_site.celery import app as celery_app
@@ -126,3 +128,30 @@ def test_the_drain_is_sent_without_a_countdown_and_waits_out_the_window_itself(
     started = time.monotonic()
     assert tasks.recompute_changed_analytics(time.time() + 3600) == 5  # a skewed clock: at most the window
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_skips_a_patient_whose_row_an_open_ingest_holds_and_queues_it_again(changed_set, stale):
+    """A drain waited for the rows ingests held, while holding the rows it had locked so far, and every
+    ingest for those patients waited behind it. Now it stores the others at once and leaves the held
+    patient stale and queued again."""
+    held = stale[2]
+    with psycopg.connect(**connection.get_connection_params()) as ingest:  # an ingest's open transaction
+        ingest.execute("SELECT id FROM tracking_patient WHERE id = %s FOR UPDATE", [held])
+        assert recompute.patients_recompute(stale, skip_locked=True) == 4
+        assert list(Patient.objects.stale_analytics().values_list("pk", flat=True)) == [held]
+        assert changed_set.members(stale) == {held}
+        assert cache.get(tasks.DRAIN_QUEUED_KEY) == 1  # and a drain will come for it
+    assert recompute.patients_recompute([held], skip_locked=True) == 1
+    assert not Patient.objects.stale_analytics().exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_explicit_recompute_still_waits_for_a_held_row(stale):
+    """A page or the API recomputing a patient for its answer waits for the ingest in flight, as before."""
+    with psycopg.connect(**connection.get_connection_params()) as ingest:
+        ingest.execute("SELECT id FROM tracking_patient WHERE id = %s FOR UPDATE", [stale[0]])
+        with transaction.atomic(), pytest.raises(OperationalError, match="lock timeout"):
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '200ms'")
+            recompute._recompute_together(stale)

@@ -31,7 +31,14 @@ from tracking.models import (
     Recommendation,
     WebhookDelivery,
 )
-from tracking.signals import alerts_changed, analytics_recomputed, milestone_achieved, send_on_commit, webhooks_queued
+from tracking.signals import (
+    alerts_changed,
+    analytics_recomputed,
+    data_changed,
+    milestone_achieved,
+    send_on_commit,
+    webhooks_queued,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -216,10 +223,16 @@ def _refresh_recommendations(computations: list[Computation]) -> None:
             if kind not in drafts and rec.expires_at is None:
                 rec.expires_at = now
                 to_update.append(rec)
-    Recommendation.objects.bulk_create(to_create)
     for rec in to_update:
         rec.updated_at = now
-    Recommendation.objects.bulk_update(to_update, RECOMMENDATION_FIELDS)
+    # INSERT … ON CONFLICT (patient, type) DO UPDATE, for the new and the changed: Django's bulk_update
+    # builds a CASE of every row for every field, which took a quarter of a drain's CPU.
+    Recommendation.objects.bulk_create(
+        to_create + to_update,
+        update_conflicts=True,
+        unique_fields=["patient", "type"],
+        update_fields=RECOMMENDATION_FIELDS,
+    )
 
 
 RECOMMENDATION_FIELDS = [
@@ -288,19 +301,23 @@ def get_visualization_data(patient: Patient, *, days: int = 14) -> dict[str, Any
 
 
 @metrics.RECOMPUTE_SECONDS.time()
-def patients_recompute(patient_ids: Iterable[int], *, stop_on: tuple[type[BaseException], ...] = ()) -> int:
+def patients_recompute(
+    patient_ids: Iterable[int], *, stop_on: tuple[type[BaseException], ...] = (), skip_locked: bool = False
+) -> int:
     """Recomputes and stores everything for these patients, in one transaction and a fixed number of
     queries for the whole group. Idempotent; safe to run concurrently (the patients' rows are locked, in
     id order, so runs for the same patient queue). When the group fails, each patient is recomputed on
     its own, in its own transaction: a patient that fails is logged by id, marked with its error's class
     and a retry time (`_record_failure`), and the others are stored. `stop_on` names exceptions that are
-    nobody's fault (a task's soft time limit): they are raised. Returns how many patients exist and were
-    recomputed."""
+    nobody's fault (a task's soft time limit): they are raised. With `skip_locked` (the background
+    drains), a patient whose row another transaction holds (an ingest for them, most often) is not waited
+    for: it is left stale and queued again when this transaction commits. Returns how many patients exist
+    and were recomputed."""
     ids = sorted(set(patient_ids))
     if not ids:
         return 0
     try:
-        return _recompute_together(ids)
+        return _recompute_together(ids, skip_locked=skip_locked)
     except stop_on:
         raise
     except Exception as error:
@@ -315,7 +332,7 @@ def patients_recompute(patient_ids: Iterable[int], *, stop_on: tuple[type[BaseEx
     done = 0
     for patient_id in ids:
         try:
-            done += _recompute_together([patient_id])
+            done += _recompute_together([patient_id], skip_locked=skip_locked)
         except stop_on:
             raise
         except Exception as error:
@@ -342,15 +359,18 @@ def analytics_retry_seconds(failures: int) -> int:
 UNUSED_SECRETS = (*encrypted_columns(Patient), *encrypted_columns(Clinic, "clinic__"))
 
 
-def _recompute_together(ids: list[int]) -> int:
+def _recompute_together(ids: list[int], *, skip_locked: bool = False) -> int:
     """The group recompute proper. The histories are read and the rules applied without holding a lock,
     so an ingest for these patients is not kept waiting while the group computes. Then, in one
     transaction with the patients' rows locked (in id order, as ingest locks them), the results are
     stored. A patient that another recompute stored while this one computed (its stamp moved) is
     computed again under the lock, from what is stored now, so two recomputes of one patient cannot both
     store the same new milestone. Stamped with the time its reads began: data that arrives while it is
-    computed leaves the patient stale, to be computed again. Any failure rolls the stores back and is
-    raised."""
+    computed leaves the patient stale, to be computed again. With `skip_locked`, the rows another
+    transaction holds are skipped instead of waited for, and their patients are queued again (the
+    `data_changed` signal, after commit): waiting for one ingest's row while holding the rows locked so
+    far made every ingest for those patients wait too, which was most of single-item ingest's latency
+    under load (issue 14). Any failure rolls the stores back and is raised."""
     started = timezone.now()
     patients = _patients(ids)
     if not patients:
@@ -358,11 +378,13 @@ def _recompute_together(ids: list[int]) -> int:
     computations = _compute_many(patients)
     with transaction.atomic():
         stamps = dict(
-            Patient.objects.select_for_update()
+            Patient.objects.select_for_update(skip_locked=skip_locked)
             .filter(pk__in=[p.pk for p in patients])
             .order_by("pk")
             .values_list("pk", "analytics_computed_at")
         )
+        if skip_locked and len(stamps) < len(patients):
+            send_on_commit(data_changed, patient_ids=[p.pk for p in patients if p.pk not in stamps])
         raced = [p.pk for p in patients if p.pk in stamps and stamps[p.pk] != p.analytics_computed_at]
         computations = [c for c in computations if c.patient.pk in stamps and c.patient.pk not in raced]
         stamped = {c.patient.pk: started for c in computations}

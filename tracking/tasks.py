@@ -110,7 +110,7 @@ def recompute_changed_analytics(not_before: float | None = None) -> int:
     while ids := CHANGED.pop(GROUP_SIZE):
         if len(ids) == GROUP_SIZE:
             enqueue_once(recompute_changed_analytics, key=DRAIN_QUEUED_KEY)
-        done += recompute.patients_recompute(ids, stop_on=STOP_ON)
+        done += recompute.patients_recompute(ids, stop_on=STOP_ON, skip_locked=True)
         if time.monotonic() > deadline:
             enqueue_once(recompute_changed_analytics, key=DRAIN_QUEUED_KEY)
             break
@@ -176,7 +176,7 @@ def recompute_patient_group(patient_ids: list[int]) -> int:
     how many were recomputed."""
     with contextlib.suppress(Exception):
         cache.delete_many([DEBOUNCE_KEY.format(pid) for pid in patient_ids])  # changes from now on queue anew
-    return recompute.patients_recompute(patient_ids, stop_on=STOP_ON)
+    return recompute.patients_recompute(patient_ids, stop_on=STOP_ON, skip_locked=True)
 
 
 @shared_task(time_limit=1800, soft_time_limit=1780)
