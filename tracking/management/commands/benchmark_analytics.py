@@ -105,8 +105,13 @@ def _limit_chunk(ids: list[int]) -> int:
 
 
 def _in_processes(work, chunks: list[list[int]]) -> tuple[int, float]:
-    """(patients done, seconds) of `work` over the chunks, one process each."""
-    connections.close_all()
+    """(patients done, seconds) of `work` over the chunks, one process each. The connection pools are
+    closed first: a forked process must open its own (a pool's connections and threads do not survive a
+    fork; the children used the parent's sockets, and their transactions failed)."""
+    for conn in connections.all():
+        conn.close()
+        if hasattr(conn, "close_pool"):
+            conn.close_pool()
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=len(chunks)) as pool:
         done = sum(pool.map(work, chunks))
