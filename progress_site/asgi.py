@@ -7,9 +7,9 @@ with two changes:
 - The middleware chain is built as under WSGI (every middleware of ours runs sync, and so do the views'
   dispatch and process_view hooks) and entered with one handoff to the request's thread. Django's ASGI
   chain ran each async-capable middleware on the event loop and handed each of their hooks, and each
-  process_view, to a thread and back: seven handoffs for one request, between threads contending for
-  one GIL (issue 14). An async view (a live-update stream) still runs on the event loop, through
-  async_to_sync as under WSGI, and its response streams there.
+  process_view, to a thread and back: twelve handoffs for one request, three now (tests/test_web_tier.py),
+  between threads contending for one GIL (issue 14). An async view (a live-update stream) still runs on
+  the event loop, through async_to_sync as under WSGI, and its response streams there.
 - A response streaming an async iterator (the live-update streams, tracking/live.py) gives back its
   request's thread before it streams. Django runs each request's sync code in a thread of the request's
   own, kept until the response has been sent: without this, each of a thousand open streams would keep an

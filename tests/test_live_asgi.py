@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from datetime import timedelta
 
@@ -17,6 +16,7 @@ import redis
 from django.test import AsyncClient
 from django.utils import timezone
 
+from tests.aio import run
 from tracking import live
 from tracking.live_watch import Watcher
 
@@ -29,25 +29,6 @@ def _stream(patient_id=42, clinic_ids=(7,), expires_in=timedelta(minutes=5), **k
     return live.aevent_stream(
         patient_id=patient_id, clinic_ids=list(clinic_ids), session_expires_at=timezone.now() + expires_in, **kwargs
     )
-
-
-def run(coroutine):
-    """asyncio.run in a thread of its own: the browser tests' Playwright keeps an event loop running in the
-    test thread for the rest of the session."""
-    result = {}
-
-    def target():
-        try:
-            result["value"] = asyncio.run(coroutine)
-        except BaseException as error:  # re-raised in the test's thread
-            result["error"] = error
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
 
 
 async def _next(stream, timeout=3.0):

@@ -1,7 +1,6 @@
 """The web tier's per-request costs under ASGI (issue 14, docs/performance.md): the cache's Redis client is
 one per process, the middleware chain runs in one thread, and uvicorn uses its C parser and event loop."""
 
-import asyncio
 import contextvars
 
 import pytest
@@ -15,6 +14,7 @@ from uvicorn_worker import UvicornWorker
 
 from progress_site.asgi import application
 from progress_site.cache import ProcessRedisCache
+from tests.aio import run
 
 
 def _in_a_new_context(function):
@@ -76,7 +76,7 @@ def test_a_request_enters_the_middleware_chain_and_the_view_with_one_handoff(mon
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(SyncToAsync, "__call__", counted)
-    assert asyncio.run(_get(application, "/healthz")) == 200
+    assert run(_get(application, "/healthz")) == 200
     # request_started, the whole chain with the view, the response's close (request_finished). Django's own
     # ASGI chain made 12 here: each async-capable middleware's hooks and each process_view in threads.
     assert len(handoffs) == 3, handoffs
