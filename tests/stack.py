@@ -45,6 +45,16 @@ def run_database_url() -> str:
     return os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
 
 
+def patient_rows_locked(patient_ids):
+    """A connection of its own to this run's database, holding the patients' rows locked (as a long
+    ingest would) until it ends its transaction; use it as a context manager or close it."""
+    import psycopg
+
+    conn = psycopg.connect(run_database_url().replace("postgres://", "postgresql://", 1))
+    conn.execute("SELECT 1 FROM tracking_patient WHERE id = ANY(%s) FOR UPDATE", [list(patient_ids)])
+    return conn
+
+
 def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 

@@ -4,7 +4,6 @@ the reconciler stays the safety net for what the set loses."""
 
 import time
 
-import psycopg
 import pytest
 from django.core.cache import cache
 from django.db import OperationalError, connection, transaction
@@ -12,6 +11,7 @@ from django.utils import timezone
 
 from progress_site.celery import app as celery_app
 from tests.factories import PatientFactory, TherapySessionFactory
+from tests.stack import patient_rows_locked
 from tracking import recompute, tasks
 from tracking.models import Patient
 
@@ -136,8 +136,7 @@ def test_a_drain_skips_a_patient_whose_row_an_open_ingest_holds_and_queues_it_ag
     ingest for those patients waited behind it. Now it stores the others at once and leaves the held
     patient stale and queued again."""
     held = stale[2]
-    with psycopg.connect(**connection.get_connection_params()) as ingest:  # an ingest's open transaction
-        ingest.execute("SELECT id FROM tracking_patient WHERE id = %s FOR UPDATE", [held])
+    with patient_rows_locked([held]):  # an ingest's open transaction
         assert recompute.patients_recompute(stale, skip_locked=True) == 4
         assert list(Patient.objects.stale_analytics().values_list("pk", flat=True)) == [held]
         assert changed_set.members(stale) == {held}
@@ -149,9 +148,11 @@ def test_a_drain_skips_a_patient_whose_row_an_open_ingest_holds_and_queues_it_ag
 @pytest.mark.django_db(transaction=True)
 def test_an_explicit_recompute_still_waits_for_a_held_row(stale):
     """A page or the API recomputing a patient for its answer waits for the ingest in flight, as before."""
-    with psycopg.connect(**connection.get_connection_params()) as ingest:
-        ingest.execute("SELECT id FROM tracking_patient WHERE id = %s FOR UPDATE", [stale[0]])
-        with transaction.atomic(), pytest.raises(OperationalError, match="lock timeout"):
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL lock_timeout = '200ms'")
-            recompute._recompute_together(stale)
+    with (
+        patient_rows_locked([stale[0]]),
+        transaction.atomic(),
+        pytest.raises(OperationalError, match="lock timeout"),
+    ):
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '200ms'")
+        recompute._recompute_together(stale)

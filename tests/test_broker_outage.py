@@ -18,7 +18,6 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-import psycopg
 import pytest
 import redis
 from django.db import connection
@@ -27,7 +26,7 @@ from django.utils import timezone
 from reports.models import Alert, OutcomeResponse
 from tests.factories import CareAssignmentFactory, PatientFactory, TherapySessionFactory
 from tests.smtp import smtp_env
-from tests.stack import Stack, run_database_url
+from tests.stack import Stack, patient_rows_locked
 from tests.test_celery_worker import broker, wait_until  # noqa: F401 (a fixture)
 from tracking.models import Patient, ProgressMarker, TherapySession
 from tracking.tasks import recompute_patient_analytics
@@ -211,9 +210,8 @@ def test_redis_stopped_for_30_s_during_a_10000_event_ingest_loses_nothing_and_co
 
     wait_until(lambda: game.posted["before"] == CLIENTS * len(BEFORE) or game.failures, 60, "the first batches")
     assert not game.failures, game.failures
-    lock = psycopg.connect(run_database_url().replace("postgres://", "postgresql://", 1))
+    lock = patient_rows_locked([canary.pk])
     try:
-        lock.execute("SELECT 1 FROM tracking_patient WHERE id = %s FOR UPDATE", [canary.pk])
         recompute_patient_analytics.delay(canary.pk)
         wait_until(lambda: _waiting_on_locks() >= 1, 30, "the worker running the canary's recompute")
         assert redis.Redis.from_url(broker.url).hlen("unacked") >= 1  # the worker holds its message

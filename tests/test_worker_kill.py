@@ -9,7 +9,6 @@ import os
 import signal
 import time
 
-import psycopg
 import pytest
 import redis
 from django.conf import settings
@@ -18,7 +17,7 @@ from django.utils import timezone
 
 from progress_site.celery import app as celery_app
 from tests.factories import PatientFactory, TherapySessionFactory
-from tests.stack import Stack, compose, run_database_url
+from tests.stack import Stack, compose, patient_rows_locked
 from tests.test_celery_worker import broker, wait_until  # noqa: F401 (a fixture)
 from tracking.models import Patient
 from tracking.tasks import recompute_patient_analytics
@@ -64,14 +63,6 @@ def stack(transactional_db, broker, tmp_path):  # noqa: F811 (the broker fixture
         stack.stop()
 
 
-def _row_locks(patient_ids):
-    """Holds the patients' rows locked (as a long ingest would) until the returned connection ends its
-    transaction: their recompute tasks wait, running, in the worker."""
-    conn = psycopg.connect(run_database_url().replace("postgres://", "postgresql://", 1))
-    conn.execute("SELECT 1 FROM tracking_patient WHERE id = ANY(%s) FOR UPDATE", [list(patient_ids)])
-    return conn
-
-
 def _waiting_on_locks() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -94,7 +85,7 @@ def test_a_worker_killed_during_100_recompute_tasks_is_restarted_and_all_of_them
         ids.append(patient.pk)
     Patient.objects.filter(pk__in=ids).update(data_changed_at=now, analytics_computed_at=None)
     blocked = ids[30:32]  # two tasks the worker is bound to be running when it is killed
-    locks = _row_locks(blocked)
+    locks = patient_rows_locked(blocked)
     queue = redis.Redis.from_url(broker.url)
     try:
         stack.start("worker")
