@@ -136,8 +136,13 @@ class FilesCollector:
         self.path = path
 
     def collect(self) -> Iterable[Metric]:
+        files = glob.glob(os.path.join(glob.escape(self.path), "*.db"))
+        try:
+            return MultiProcessCollector.merge(files, accumulate=True)  # every file read once, as a rule
+        except Exception:  # noqa: BLE001, S110 - one of them cannot be read: found below
+            pass
         readable = []
-        for name in glob.glob(os.path.join(glob.escape(self.path), "*.db")):
+        for name in files:
             try:
                 MultiProcessCollector.merge([name])
             except Exception as error:  # mmap's and struct's errors, a file removed meanwhile
