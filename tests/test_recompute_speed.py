@@ -2,6 +2,7 @@
 clinic of a group, a summary written only when it changed, the active days from PostgreSQL's arrays equal
 to the portable per-day rows, and the one-pass rules equal to their definitions."""
 
+import gc
 import json
 import random
 import threading
@@ -326,3 +327,61 @@ def test_two_recomputes_of_one_patient_at_once_store_its_milestones_once(clinic,
     assert patient.analytics_failures == 0 and patient.analytics_error == ""
     families = list(Milestone.objects.filter(patient=patient).values_list("family", "threshold"))
     assert len(families) == len(set(families)) >= 2
+
+
+def _collections_during(work):
+    """How many cyclic garbage collections ran while `work` ran."""
+    started = []
+
+    def count(phase, info):
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        work()
+    finally:
+        gc.callbacks.remove(count)
+    return len(started)
+
+
+def test_a_group_recompute_runs_with_the_cyclic_collector_paused(clinic):
+    ids = _group(clinic, 30)
+    recompute.patients_recompute(ids)  # the first run stores; both runs below are steady
+    assert gc.isenabled()
+    # The control: the same group with the collector running collects (the test could fail).
+    unpaused = _collections_during(lambda: recompute._recompute_with_fallback(ids, stop_on=(), skip_locked=False))
+    assert unpaused > 0
+    assert _collections_during(lambda: recompute.patients_recompute(ids)) == 0
+    assert gc.isenabled()
+
+
+def test_the_collector_resumes_after_a_recompute_that_raised(clinic, monkeypatch):
+    ids = _group(clinic, 2)
+
+    def interrupted(*args, **kwargs):
+        assert not gc.isenabled()
+        raise TimeoutError
+
+    monkeypatch.setattr(recompute, "_recompute_together", interrupted)
+    with pytest.raises(TimeoutError):
+        recompute.patients_recompute(ids, stop_on=(TimeoutError,))
+    assert gc.isenabled()
+
+
+def test_recomputes_at_once_share_one_pause_and_leave_a_stopped_collector_stopped():
+    first, second = recompute.cyclic_gc_paused(), recompute.cyclic_gc_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the second is still running
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+
+    gc.disable()  # stopped by someone else before: not started by a recompute's end
+    try:
+        with recompute.cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
