@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 
 from reports.exports import safe_text
 from tests.conftest import logged_in
@@ -107,3 +108,17 @@ def test_effectiveness_csv_guards_player_ids_like_the_web_export(clinic, therapi
     web_rows = list(csv.DictReader(io.StringIO(web.content.decode("utf-8-sig"))))
     assert [r["player_id"] for r in command_rows] == [r["player_id"] for r in web_rows] == [safe_text(player_id)]
     assert not command_rows[0]["player_id"].startswith(("=", "+", "-", "@", "\t", "\r"))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the hand-written limit is PostgreSQL SQL")
+def test_benchmark_analytics_runs_end_to_end_on_a_small_cohort(clinic):
+    """The benchmark itself works (it was broken once by the connection pool, unnoticed): its operations,
+    the vacuum of what the recompute writes (outside any transaction) and the two processes' recompute of
+    every patient."""
+    for i in range(6):
+        TherapySessionFactory.create_batch(3, patient=PatientFactory(clinic=clinic, player_id=f"bench-{i}"))
+    out = run("benchmark_analytics", iterations=3, processes=2)
+    assert "compute_progress_summary / limit:" in out
+    assert "full-cohort recompute: 6 patients in" in out
+    assert ProgressSummary.objects.count() == 6
