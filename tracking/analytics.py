@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import reduce
+from operator import add, attrgetter, lt
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -57,6 +59,17 @@ class ActiveDay(NamedTuple):
     sessions: int
     minutes: float  # sum of duration_minutes of the sessions started that day
     first_started_at: datetime  # aware UTC start of the earliest session that day
+
+
+# Field readers that run in C: a year of history is hundreds of days per patient, and the rules read
+# every day's count more than once (the recompute's cost per added session, docs/performance.md).
+DAY_OF = attrgetter("day")
+SESSIONS_OF = attrgetter("sessions")
+MINUTES_OF = attrgetter("minutes")
+
+
+def total_sessions(active_days: Iterable[ActiveDay]) -> int:
+    return sum(map(SESSIONS_OF, active_days))
 
 
 @dataclass(frozen=True)
@@ -113,8 +126,8 @@ class PatientHistory:
     open_alerts: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        days = [d.day for d in self.active_days]
-        if any(a >= b for a, b in zip(days, days[1:], strict=False)):
+        days = list(map(DAY_OF, self.active_days))
+        if not all(map(lt, days, days[1:])):
             raise ValueError("active_days must be strictly ascending, one entry per day.")
 
 
@@ -303,11 +316,8 @@ def engagement_metrics(history: PatientHistory) -> EngagementMetrics:
     """The engagement numbers of §4, in one pass over the days (newest first for the windows and the
     current streak) and one for the longest run."""
     today, days = history.today, history.active_days
-    total_sessions = 0
-    total_minutes = 0.0
-    for d in days:
-        total_sessions += d.sessions
-        total_minutes += d.minutes
+    sessions = total_sessions(days)
+    total_minutes = reduce(add, map(MINUTES_OF, days), 0.0)  # added in order, as a loop would
     last_active = days[-1].day if days else None
     week_start, month_start = today - timedelta(days=6), today - timedelta(days=29)
     previous_start, previous_end = today - timedelta(days=13), today - timedelta(days=7)
@@ -324,9 +334,9 @@ def engagement_metrics(history: PatientHistory) -> EngagementMetrics:
         elif previous_start <= d.day <= previous_end:
             previous_7 += d.sessions
     return EngagementMetrics(
-        total_sessions=total_sessions,
+        total_sessions=sessions,
         total_time_minutes=round(total_minutes, 2),
-        average_session_length=round(total_minutes / total_sessions, 2) if total_sessions else 0.0,
+        average_session_length=round(total_minutes / sessions, 2) if sessions else 0.0,
         sessions_this_week=this_week,
         sessions_this_month=this_month,
         sessions_last_7=this_week,
@@ -550,7 +560,7 @@ def family_count(history: PatientHistory, family: str) -> int:
     if family == "streak":
         return _current_streak_of(history.active_days, history.today)
     if family == "sessions":
-        return sum(d.sessions for d in history.active_days)
+        return total_sessions(history.active_days)
     if family == "skills":
         return history.marker_counts.get("skill_acquired", 0)
     return history.marker_counts.get("breakthrough", 0)
