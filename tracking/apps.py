@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.contrib.auth import signals as auth_signals
+from django.db.backends.signals import connection_created
 
 
 class TrackingConfig(AppConfig):
@@ -12,6 +13,7 @@ class TrackingConfig(AppConfig):
         # inside ready(): those modules import models, which are not loaded when this module is.
         from axes.signals import user_locked_out
 
+        from progress_site import db
         from tracking import accounts, audit, live, metrics_worker, signals, tasks
 
         signals.data_changed.connect(tasks.on_data_changed, dispatch_uid="tasks.on_data_changed")
@@ -30,3 +32,5 @@ class TrackingConfig(AppConfig):
         auth_signals.user_logged_out.connect(accounts.on_user_logged_out, dispatch_uid="accounts.logout")
         # Metrics: the Celery worker's part of the multiprocess directory (tracking.metrics_files).
         metrics_worker.connect()
+        # Timestamps parsed by psycopg's C loader, on every new database connection (progress_site.db).
+        connection_created.connect(db.install_fast_timestamptz_loader, dispatch_uid="db.timestamptz_loader")
