@@ -89,3 +89,26 @@ def test_uvicorn_workers_use_httptools_and_uvloop():
 
     assert AutoHTTPProtocol.__name__ == "HttpToolsProtocol"
     assert type(auto_loop_factory()()).__module__.startswith("uvloop")
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the Redis cache needs REDIS_URL")
+def test_cache_calls_share_one_redis_object_per_pool():
+    client = caches["default"]._cache
+    made = []
+    real = client._client
+
+    def counting(**kwargs):
+        made.append(kwargs)
+        return real(**kwargs)
+
+    client._kept.clear()
+    client._client = counting
+    try:
+        for i in range(10):
+            caches["default"].set(f"kept-{i}", i, timeout=5)
+            assert caches["default"].get(f"kept-{i}") == i
+    finally:
+        client._client = real
+    # Django's client made a redis.Redis for each of these 20 calls.
+    assert len(made) == 1
+    assert client.get_client(write=True) is client.get_client(write=False)  # one server: one pool
