@@ -182,32 +182,32 @@ _DAY_ZERO_ORDINAL = DAY_ZERO.toordinal()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The active days of a group's patients in one zone. Most come from the stored days (tracking.PatientDay,
-# kept by triggers), aggregated from a sorted subquery (`_active_days` checks the order). A patient whose
-# days are stored in another zone (theirs or their clinic's changed since), found by two index probes
-# (a zone below this one, or above) without reading their days, is grouped from their sessions with the
-# day expression the triggers use.
-_ACTIVE_DAYS_SQL = """
-WITH elsewhere AS (
-    SELECT p.id AS patient_id FROM unnest(%(ids)s::bigint[]) AS p(id)
-    WHERE EXISTS (SELECT FROM tracking_patientday d WHERE d.patient_id = p.id AND d.tz < %(tz)s)
-       OR EXISTS (SELECT FROM tracking_patientday d WHERE d.patient_id = p.id AND d.tz > %(tz)s)
-)
-SELECT patient_id, array_agg(day), array_agg(sessions), array_agg(minutes), array_agg(first_us)
-FROM (
-    SELECT patient_id, day, sessions, minutes, first_us FROM tracking_patientday
-    WHERE patient_id = ANY(%(ids)s) AND tz = %(tz)s AND patient_id NOT IN (SELECT patient_id FROM elsewhere)
-    ORDER BY patient_id, day
-) AS stored_days
-GROUP BY patient_id
-UNION ALL
+# kept by triggers): for each patient, one ordered scan of their rows in the (patient, zone, day) index,
+# aggregated into arrays (`_active_days` checks the order), with a flag when some of them are stored in
+# another zone (theirs or their clinic's changed since). The CTE this replaced was planned for a
+# millisecond on every call and sorted the whole group's days (issue 14).
+_STORED_DAYS_SQL = """
+SELECT p.id, d.elsewhere, d.days, d.sessions, d.minutes, d.firsts
+FROM unnest(%(ids)s::bigint[]) AS p(id) CROSS JOIN LATERAL (
+    SELECT bool_or(tz <> %(tz)s) AS elsewhere, array_agg(day) AS days, array_agg(sessions) AS sessions,
+           array_agg(minutes) AS minutes, array_agg(first_us) AS firsts
+    FROM (
+        SELECT tz, day, sessions, minutes, first_us FROM tracking_patientday WHERE patient_id = p.id
+        ORDER BY tz, day
+    ) AS stored
+) AS d
+WHERE d.days IS NOT NULL
+"""
+# A patient with days stored in another zone is grouped from their sessions, with the day expression the
+# triggers use.
+_SESSION_DAYS_SQL = """
 SELECT patient_id, array_agg(d ORDER BY d), array_agg(n ORDER BY d), array_agg(m ORDER BY d),
        array_agg(f ORDER BY d)
 FROM (
     SELECT patient_id, (started_at AT TIME ZONE %(tz)s)::date - DATE '2000-01-01' AS d, count(*) AS n,
            COALESCE(sum(duration_minutes), 0)::float8 AS m,
            (extract(epoch FROM min(started_at)) * 1000000)::bigint AS f
-    FROM tracking_therapysession
-    WHERE patient_id = ANY(%(ids)s) AND patient_id IN (SELECT patient_id FROM elsewhere)
+    FROM tracking_therapysession WHERE patient_id = ANY(%(ids)s)
     GROUP BY patient_id, d
 ) AS days
 GROUP BY patient_id
@@ -215,19 +215,25 @@ GROUP BY patient_id
 
 
 def active_days_by_patient(tz_name: str, ids: list[int]) -> dict[int, tuple[analytics.ActiveDay, ...]]:
-    """patient → its active days (ascending) in `tz_name`: one query for all of them."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_ACTIVE_DAYS_SQL, {"tz": tz_name, "ids": ids})
-            rows = cursor.fetchall()
-        dates: dict[int, date] = {}  # the patients of a group share their calendar days: one date each
-        try:
-            return {patient_id: _active_days(dates, *arrays) for patient_id, *arrays in rows}
-        except (ValueError, OverflowError) as error:
-            # A local day Python cannot hold (before year 1): the same failure as the driver's when it
-            # reads such a date, and without the value, which could be patient data.
-            raise DataError("an active day out of the range of Python dates") from error
-    return active_days_per_row(tz_name, ids)
+    """patient → its active days (ascending) in `tz_name`: one query for all of them, and one more for
+    those whose days are stored in another zone."""
+    if connection.vendor != "postgresql":
+        return active_days_per_row(tz_name, ids)
+    with connection.cursor() as cursor:
+        cursor.execute(_STORED_DAYS_SQL, {"tz": tz_name, "ids": ids})
+        stored = cursor.fetchall()
+        elsewhere = [patient_id for patient_id, moved, *_ in stored if moved]
+        rows = [(patient_id, *arrays) for patient_id, moved, *arrays in stored if not moved]
+        if elsewhere:
+            cursor.execute(_SESSION_DAYS_SQL, {"tz": tz_name, "ids": elsewhere})
+            rows += cursor.fetchall()
+    dates: dict[int, date] = {}  # the patients of a group share their calendar days: one date each
+    try:
+        return {patient_id: _active_days(dates, *arrays) for patient_id, *arrays in rows}
+    except (ValueError, OverflowError) as error:
+        # A local day Python cannot hold (before year 1): the same failure as the driver's when it
+        # reads such a date, and without the value, which could be patient data.
+        raise DataError("an active day out of the range of Python dates") from error
 
 
 def _active_days(
