@@ -220,6 +220,15 @@ def test_the_hand_written_group_queries_give_the_rows_of_their_orm_forms(clinic)
     window = (now - timedelta(days=13), now - timedelta(days=6), now)
     raw = sorted(history.marker_counts_by_type(ids, *window))
     assert raw and raw == sorted(history.marker_counts_by_type(ids, *window, orm=True))
+    practising = TherapySessionFactory(patient=patients[3], started_at=now - timedelta(days=2), approaches=["cbt", 3])
+    plain = TherapySessionFactory(patient=patients[3], started_at=now - timedelta(days=1), approaches=[])
+    for session in (practising, practising, plain):
+        ProgressMarkerFactory(session=session, type="skill_acquired", achieved_at=session.started_at)
+    approaches = history.skill_approaches(ids, now - timedelta(days=6), now)
+    assert approaches == history.skill_approaches(ids, now - timedelta(days=6), now, orm=True)
+    assert approaches[patients[3].pk] == {"cbt": 2}
+    summaries = history.stored_summaries(ids)
+    assert len(summaries) == 4 and summaries == history.stored_summaries(ids, orm=True)
 
 
 def test_the_hand_written_recent_sessions_equal_their_orm_form(patient_a):

@@ -6,6 +6,7 @@ patients in a fixed number of queries.
 These are the recompute's inputs, apart from the pages' selectors (`tracking.selectors`).
 """
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,7 +23,16 @@ from django.utils import timezone
 from reports.models import Alert, AlertKind
 from reports.selectors import severity_rank
 from tracking import analytics
-from tracking.models import Clinic, ClinicMilestoneRule, MarkerType, Milestone, Patient, ProgressMarker, TherapySession
+from tracking.models import (
+    Clinic,
+    ClinicMilestoneRule,
+    MarkerType,
+    Milestone,
+    Patient,
+    ProgressMarker,
+    ProgressSummary,
+    TherapySession,
+)
 
 
 def local_today(tz_name: str, now: datetime | None = None) -> date:
@@ -112,6 +122,40 @@ def stored_milestones(patient_ids: Iterable[int], *, orm: bool = False) -> Store
     )
     for patient_id, family, threshold, achieved_at in rows:
         stored[patient_id][(family, threshold)] = achieved_at
+    return stored
+
+
+# The columns of a stored summary a recompute compares with the one it computed (all but computed_at).
+SUMMARY_COMPARED = (
+    "local_date",
+    "data",
+    "current_streak_days",
+    "sessions_this_week",
+    "dropout_risk_score",
+    "last_active_day",
+    "progress_trend",
+    "engagement_trend",
+)
+_STORED_SUMMARIES_SQL = f"""
+SELECT patient_id, {", ".join(SUMMARY_COMPARED)} FROM tracking_progresssummary WHERE patient_id = ANY(%(ids)s)
+"""  # noqa: S608 - the column names are constants
+
+
+def stored_summaries(patient_ids: Iterable[int], *, orm: bool = False) -> dict[int, tuple[Any, ...]]:
+    """patient → the SUMMARY_COMPARED values of their stored summary."""
+    ids = list(patient_ids)
+    rows = query_rows(
+        _STORED_SUMMARIES_SQL,
+        {"ids": ids},
+        lambda: ProgressSummary.objects.filter(patient_id__in=ids).values_list("patient_id", *SUMMARY_COMPARED),
+        orm=orm,
+    )
+    data = SUMMARY_COMPARED.index("data")
+    stored = {}
+    for patient_id, *values in rows:
+        if isinstance(values[data], str):  # raw SQL: Django leaves jsonb to JSONField to decode
+            values[data] = json.loads(values[data])
+        stored[patient_id] = tuple(values)
     return stored
 
 
@@ -300,6 +344,33 @@ def marker_counts_by_type(
     )
 
 
+# The approaches of the sessions of the skills acquired in a window, one row per skill.
+_SKILL_APPROACHES_SQL = """
+SELECT m.patient_id, s.approaches FROM tracking_progressmarker m
+JOIN tracking_therapysession s ON s.id = m.session_id
+WHERE m.patient_id = ANY(%(ids)s) AND m.type = 'skill_acquired' AND m.achieved_at >= %(start)s
+    AND m.achieved_at < %(end)s
+"""
+
+
+def skill_approaches(ids: list[int], start: datetime, end: datetime, *, orm: bool = False) -> dict[int, Counter[str]]:
+    """patient → how many of their skills acquired in [start, end) came from a session of each approach."""
+    rows = query_rows(
+        _SKILL_APPROACHES_SQL,
+        {"ids": ids, "start": start, "end": end},
+        lambda: ProgressMarker.objects.filter(
+            patient_id__in=ids, type=MarkerType.SKILL_ACQUIRED, achieved_at__gte=start, achieved_at__lt=end
+        ).values_list("patient_id", "session__approaches"),
+        orm=orm,
+    )
+    approaches: dict[int, Counter[str]] = defaultdict(Counter)
+    for patient_id, session_approaches in rows:
+        if isinstance(session_approaches, str):  # raw SQL: Django leaves jsonb to JSONField to decode
+            session_approaches = json.loads(session_approaches)
+        approaches[patient_id].update(a for a in (session_approaches or []) if isinstance(a, str))
+    return approaches
+
+
 def _zone_histories(
     tz_name: str,
     patients: list[Patient],
@@ -324,14 +395,8 @@ def _zone_histories(
             skills_week[patient_id] = week_n
 
     # Only the insight for 3+ skills in a week reads the approaches of those skills' sessions.
-    approaches: dict[int, Counter[str]] = defaultdict(Counter)
     practising = [pid for pid in ids if skills_week[pid] >= 3]
-    if practising:
-        approach_rows = ProgressMarker.objects.filter(
-            patient_id__in=practising, type=MarkerType.SKILL_ACQUIRED, achieved_at__gte=week_start, achieved_at__lt=end
-        ).values_list("patient_id", "session__approaches")
-        for patient_id, session_approaches in approach_rows:
-            approaches[patient_id].update(a for a in (session_approaches or []) if isinstance(a, str))
+    approaches = skill_approaches(practising, week_start, end) if practising else {}
 
     thresholds = {
         clinic_id: {family: analytics.thresholds_for(clinic_rules, family) for family in NTH_SOURCES}
@@ -360,7 +425,7 @@ def _zone_histories(
             marker_counts=marker_counts[pid],
             markers_recent=recent[pid],
             skills_last_7_days=skills_week[pid],
-            approaches_last_7_days=dict(approaches[pid]),
+            approaches_last_7_days=dict(approaches.get(pid, {})),
             open_alerts=open_alerts.get(pid, ()),
             **nth,
         )

@@ -79,17 +79,7 @@ def _compute(patient: Patient) -> Computation:
 
 # ----- the three writes, each for many patients at once ---------------------------------------------
 
-SUMMARY_COLUMNS = (
-    "computed_at",
-    "local_date",
-    "data",
-    "current_streak_days",
-    "sessions_this_week",
-    "dropout_risk_score",
-    "last_active_day",
-    "progress_trend",
-    "engagement_trend",
-)
+SUMMARY_COLUMNS = ("computed_at", *history.SUMMARY_COMPARED)
 
 
 def _summary_values(c: Computation) -> dict[str, Any]:
@@ -112,18 +102,12 @@ def _store_summaries(computations: list[Computation]) -> int:
     one writes the changed ones); an unchanged summary is not rewritten, so it keeps its `computed_at`
     (the patient's `analytics_computed_at` still says when it was last recomputed). Returns how many
     were written."""
-    changed_columns = [c for c in SUMMARY_COLUMNS if c != "computed_at"]
-    stored = {
-        row[0]: row[1:]
-        for row in ProgressSummary.objects.filter(patient_id__in=[c.patient.pk for c in computations]).values_list(
-            "patient_id", *changed_columns
-        )
-    }
+    stored = history.stored_summaries(c.patient.pk for c in computations)
     now = timezone.now()
     rows = []
     for c in computations:
         values = _summary_values(c)
-        if stored.get(c.patient.pk) == tuple(values[column] for column in changed_columns):
+        if stored.get(c.patient.pk) == tuple(values[column] for column in history.SUMMARY_COMPARED):
             continue
         rows.append(ProgressSummary(patient=c.patient, computed_at=now, **values))
     if rows:
