@@ -118,7 +118,8 @@ def test_benchmark_analytics_runs_end_to_end_on_a_small_cohort(clinic):
     every patient."""
     for i in range(6):
         TherapySessionFactory.create_batch(3, patient=PatientFactory(clinic=clinic, player_id=f"bench-{i}"))
-    out = run("benchmark_analytics", iterations=3, processes=2)
+    out = run("benchmark_analytics", iterations=3, processes=2, rounds=2)
     assert "compute_progress_summary / limit:" in out
-    assert "full-cohort recompute: 6 patients in" in out
+    assert "round 1: full-cohort recompute: 6 patients in" in out
+    assert "round 2: full-cohort recompute: 6 patients in" in out
     assert ProgressSummary.objects.count() == 6
