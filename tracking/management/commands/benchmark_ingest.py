@@ -46,6 +46,7 @@ from tracking.models import (
     IngestToken,
     Milestone,
     Patient,
+    PatientDay,
     ProgressHighlight,
     ProgressMarker,
     ProgressSummary,
@@ -317,3 +318,9 @@ class Command(BaseCommand):
             IngestToken.objects.filter(clinic_id__in=ids).delete()
             TrajectoryReference.objects.filter(clinic_id__in=ids).delete()
             Clinic.objects.filter(pk__in=ids).delete()
+        # What was removed, vacuumed as autovacuum would (off or late on this machine, FINDINGS): the rows
+        # left dead made every later run slower, its COPY limit too (18,000 markers/s down to 14,000).
+        if not connection.in_atomic_block:
+            tables = [m._meta.db_table for m in (*models, PatientDay, Patient)]
+            with connection.cursor() as cursor:
+                cursor.execute(f"VACUUM (ANALYZE) {', '.join(connection.ops.quote_name(t) for t in tables)}")
