@@ -123,3 +123,15 @@ def test_benchmark_analytics_runs_end_to_end_on_a_small_cohort(clinic):
     assert "round 1: full-cohort recompute: 6 patients in" in out
     assert "round 2: full-cohort recompute: 6 patients in" in out
     assert ProgressSummary.objects.count() == 6
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the hand-written limit is PostgreSQL SQL")
+def test_benchmark_analytics_makes_and_measures_the_long_patient_once(clinic, monkeypatch):
+    from tracking.management.commands import benchmark_analytics
+
+    monkeypatch.setattr(benchmark_analytics, "LONG_SESSIONS", 40)  # the shape of the 20,000, smaller
+    for _ in range(2):
+        out = run("benchmark_analytics", iterations=2, processes=1, rounds=1, long_patient=True, cohort=1)
+        assert "patient bench-20k: 40 sessions, 10 markers" in out
+    assert Patient.objects.filter(player_id="bench-20k").count() == 1

@@ -20,11 +20,22 @@ from datetime import UTC, datetime, timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, connections, transaction
 from django.db.models import Count
+from django.utils import timezone
 
 from reports.models import Alert
 from tracking import analytics, history, recompute
 from tracking.management.commands._base import percentile
-from tracking.models import Milestone, Patient, ProgressHighlight, ProgressSummary, Recommendation
+from tracking.models import (
+    Clinic,
+    Milestone,
+    Patient,
+    PatientDay,
+    ProgressHighlight,
+    ProgressMarker,
+    ProgressSummary,
+    Recommendation,
+    TherapySession,
+)
 
 # What the rules of one patient need, written by hand: the floor under compute_progress_summary's reads.
 LIMIT_SQL = (
@@ -57,6 +68,58 @@ def _limit_params(subject: Patient) -> dict:
             for family in ("sessions", "skills", "breakthroughs")
         },
     }
+
+
+LONG_PATIENT = "bench-20k"  # DESIGN's 20,000-session patient
+LONG_SESSIONS = 20_000
+LONG_EVERY_MINUTES = 52  # 20,000 sessions over about two years
+LONG_MARKER_EVERY = 4
+LONG_MARKER_TYPES = ("skill_acquired", "breakthrough", "insight", "milestone", "goal_achieved")
+
+
+def _long_patient() -> str:
+    """The player id of the 20,000-session patient, added to the first clinic if it is not there yet."""
+    if not Patient.objects.filter(player_id=LONG_PATIENT).exists():
+        clinic = Clinic.objects.order_by("pk").first()
+        if clinic is None:
+            raise CommandError("No clinic to add the long patient to: run seed_demo first.")
+        with transaction.atomic():
+            patient = Patient.objects.create(clinic=clinic, player_id=LONG_PATIENT)
+            start = timezone.now().replace(microsecond=0) - timedelta(minutes=LONG_EVERY_MINUTES * LONG_SESSIONS)
+            sessions = TherapySession.objects.bulk_create(
+                [
+                    TherapySession(
+                        clinic=clinic,
+                        patient=patient,
+                        session_id=f"{LONG_PATIENT}-{i}",
+                        started_at=start + timedelta(minutes=LONG_EVERY_MINUTES * i),
+                        ended_at=start + timedelta(minutes=LONG_EVERY_MINUTES * i + 20),
+                        status="completed",
+                        duration_minutes=20.0,
+                    )
+                    for i in range(LONG_SESSIONS)
+                ],
+                batch_size=2000,
+            )
+            ProgressMarker.objects.bulk_create(
+                [
+                    ProgressMarker(
+                        clinic=clinic,
+                        patient=patient,
+                        session=session,
+                        marker_id=f"{LONG_PATIENT}-m-{i}",
+                        type=LONG_MARKER_TYPES[i % len(LONG_MARKER_TYPES)],
+                        achieved_at=session.started_at + timedelta(minutes=5),
+                        therapeutic_value=0.5,
+                    )
+                    for i, session in enumerate(sessions[::LONG_MARKER_EVERY])
+                ],
+                batch_size=2000,
+            )
+        with connection.cursor() as cursor:
+            tables = [m._meta.db_table for m in (TherapySession, ProgressMarker, PatientDay)]
+            cursor.execute(f"ANALYZE {', '.join(connection.ops.quote_name(t) for t in tables)}")
+    return LONG_PATIENT
 
 
 def _hand_written_reads(params: dict) -> None:
@@ -135,11 +198,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--iterations", type=int, default=200)
         parser.add_argument("--patient", help="player id (default: the patient with the most sessions)")
+        parser.add_argument(
+            "--long-patient",
+            action="store_true",
+            help=f"measure {LONG_PATIENT} (made first if missing): {LONG_SESSIONS:,} sessions, one every "
+            f"{LONG_EVERY_MINUTES} minutes up to now, and a marker every {LONG_MARKER_EVERY} sessions",
+        )
         parser.add_argument("--cohort", type=int, default=None, help="patients to recompute (default: all)")
         parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
         parser.add_argument("--rounds", type=int, default=2, help="full-cohort runs, each beside its limit")
 
-    def handle(self, *args, iterations, patient, cohort, processes, rounds, **options):
+    def handle(self, *args, iterations, patient, long_patient, cohort, processes, rounds, **options):
+        if long_patient:
+            patient = _long_patient()
         if patient:
             subject = Patient.objects.select_related("clinic").filter(player_id=patient).first()
         else:
