@@ -135,3 +135,14 @@ def test_benchmark_analytics_makes_and_measures_the_long_patient_once(clinic, mo
         out = run("benchmark_analytics", iterations=2, processes=1, rounds=1, long_patient=True, cohort=1)
         assert "patient bench-20k: 40 sessions, 10 markers" in out
     assert Patient.objects.filter(player_id="bench-20k").count() == 1
+
+
+def test_benchmark_pages_gives_both_caseloads_exactly_their_size(clinic):
+    TherapySessionFactory.create_batch(3, patient=PatientFactory(clinic=clinic, player_id="busiest"))
+    for i in range(12):
+        PatientFactory(clinic=clinic, player_id=f"page-{i}")
+    for _ in range(2):  # a second run leaves no extra assignment behind
+        out = run("benchmark_pages", iterations=2, caseload=2)
+        assert "caseload of 2 (filter: deteriorating)" in out and "caseload of 10 (filter: deteriorating)" in out
+    assert CareAssignment.objects.filter(therapist__username="bench.therapist").count() == 2
+    assert CareAssignment.objects.filter(therapist__username="bench.therapist.5x").count() == 10
