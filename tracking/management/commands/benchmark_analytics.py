@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from reports.models import Alert
 from tracking import analytics, history, recompute
-from tracking.management.commands._base import percentile
+from tracking.management.commands._base import percentile, refresh_statistics
 from tracking.models import (
     Clinic,
     Milestone,
@@ -116,9 +116,7 @@ def _long_patient() -> str:
                 ],
                 batch_size=2000,
             )
-        with connection.cursor() as cursor:
-            tables = [m._meta.db_table for m in (TherapySession, ProgressMarker, PatientDay)]
-            cursor.execute(f"ANALYZE {', '.join(connection.ops.quote_name(t) for t in tables)}")
+        refresh_statistics([TherapySession, ProgressMarker, PatientDay])
     return LONG_PATIENT
 
 
@@ -129,15 +127,13 @@ def _hand_written_reads(params: dict) -> None:
             cursor.fetchall()
 
 
-# What a recompute writes. The first recompute after seed_demo fills the derived tables from nothing, and
+# The tables a recompute writes. The first recompute after seed_demo fills the derived tables from nothing, and
 # every recompute (and its limit) rewrites each patient's row: 20,000 dead rows a run. Where autovacuum is
 # off or late (FINDINGS), the planner went on estimating the derived tables empty and read a group's
 # milestones with a sequential scan of every patient's (11 ms a group of 200 instead of 0.4), and the
 # patients' table grew to 25 times its size in a dozen runs, each slower than the last. They are vacuumed
 # and analyzed before each round of the cohort is timed, as autovacuum would have done by then.
-RECOMPUTE_TABLES = [
-    model._meta.db_table for model in (Patient, Milestone, ProgressHighlight, ProgressSummary, Recommendation, Alert)
-]
+RECOMPUTE_TABLES = (Patient, Milestone, ProgressHighlight, ProgressSummary, Recommendation, Alert)
 
 CHUNK = 200  # patients per recompute (one transaction, a fixed number of queries)
 
@@ -256,8 +252,7 @@ class Command(BaseCommand):
         # In rounds, each the recompute then its limit: the first round also reads into memory what the
         # machine evicted meanwhile (the two read different tables), so each round is printed.
         for round_number in range(1, rounds + 1):
-            with connection.cursor() as cursor:  # see RECOMPUTE_TABLES
-                cursor.execute(f"VACUUM (ANALYZE) {', '.join(connection.ops.quote_name(t) for t in RECOMPUTE_TABLES)}")
+            refresh_statistics(RECOMPUTE_TABLES, vacuum=True)
             done, elapsed = _in_processes(_recompute_chunk, chunks)
             limit_done, limit_elapsed = _in_processes(_limit_chunk, chunks)
             rate, limit_rate = done / elapsed, limit_done / limit_elapsed

@@ -40,7 +40,7 @@ from django.db import connection, transaction
 
 from reports.models import Alert, MeasureStatus, OutcomeResponse, TrajectoryReference
 from tracking import services
-from tracking.management.commands._base import percentile
+from tracking.management.commands._base import percentile, refresh_statistics
 from tracking.models import (
     Clinic,
     IngestToken,
@@ -321,6 +321,4 @@ class Command(BaseCommand):
         # What was removed, vacuumed as autovacuum would (off or late on this machine, FINDINGS): the rows
         # left dead made every later run slower, its COPY limit too (18,000 markers/s down to 14,000).
         if not connection.in_atomic_block:
-            tables = [m._meta.db_table for m in (*models, PatientDay, Patient)]
-            with connection.cursor() as cursor:
-                cursor.execute(f"VACUUM (ANALYZE) {', '.join(connection.ops.quote_name(t) for t in tables)}")
+            refresh_statistics([*models, PatientDay, Patient], vacuum=True)

@@ -26,6 +26,7 @@ from reports.notes import note_create
 from tracking import audit
 from tracking.demo import CLINICS, Batch, Context, generate_batches, plan_patients
 from tracking.fields import encrypt
+from tracking.management.commands._base import refresh_statistics
 from tracking.models import (
     AuditAction,
     AuditEvent,
@@ -109,10 +110,7 @@ class Command(BaseCommand):
                     f"{time.monotonic() - started:.1f} s"
                 )
 
-        if connection.vendor == "postgresql":  # fresh planner statistics for the queries that follow a bulk load
-            with connection.cursor() as cursor:
-                tables = [m._meta.db_table for m in (Patient, CareAssignment, *_BULK_MODELS)]
-                cursor.execute(f"ANALYZE {', '.join(connection.ops.quote_name(t) for t in tables)}")
+        refresh_statistics([Patient, CareAssignment, *_BULK_MODELS])  # for the queries that follow a bulk load
         # The seeded alerts are history: nobody is e-mailed about them, and urgent ones are not escalated
         # (marked in the transaction that raises them, so the e-mail tasks sent at its commit find them sent).
         with transaction.atomic():
