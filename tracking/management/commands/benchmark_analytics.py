@@ -205,6 +205,8 @@ class Command(BaseCommand):
         parser.add_argument("--rounds", type=int, default=2, help="full-cohort runs, each beside its limit")
 
     def handle(self, *args, iterations, patient, long_patient, cohort, processes, rounds, **options):
+        if connection.vendor != "postgresql":  # before any work (the long patient is 25,000 rows)
+            raise CommandError("The hand-written limit is PostgreSQL SQL: run this on PostgreSQL.")
         if long_patient:
             patient = _long_patient()
         if patient:
@@ -215,8 +217,6 @@ class Command(BaseCommand):
             raise CommandError("No patient to measure: run seed_demo first.")
         sessions = subject.sessions.count()
         self.stdout.write(f"patient {subject.player_id}: {sessions} sessions, {subject.markers.count()} markers")
-        if connection.vendor != "postgresql":
-            raise CommandError("The hand-written limit is PostgreSQL SQL: run this on PostgreSQL.")
         recompute.patient_recompute(subject.pk)  # warm up: caches, connection, stored state
         params = _limit_params(subject)
         operations = {

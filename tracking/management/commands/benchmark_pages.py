@@ -44,17 +44,16 @@ class Command(BaseCommand):
         subject = Patient.objects.select_related("clinic").annotate(n=Count("sessions")).order_by("-n").first()
         if subject is None:
             raise CommandError("No patient to measure: run seed_demo first.")
-        client = self.client_of(BENCH_USER, subject, caseload, caseload // 2)
+        client, _ = self.client_of(BENCH_USER, subject, caseload, caseload // 2)
         self.stdout.write(f"caseload of {caseload} patients; patient {subject.player_id} with {subject.n} sessions")
 
-        def measure(name: str, url: str, before=None):
+        def measure(name: str, url: str, before=None) -> None:
             samples = []
             for _ in range(iterations):
                 if before:
                     before()
                 samples.append(self.timed(client, url))
             self.report(name, samples)
-            return statistics.median(samples)
 
         measure("caseload (page 1, sorted by dropout risk)", "/?sort=-risk")
         measure("caseload (filter: deteriorating)", "/?filter=deteriorating")
@@ -62,8 +61,7 @@ class Command(BaseCommand):
         measure("patient page, cold cache", page, before=cache.clear)
         measure("patient page, warm cache", page)
 
-        larger_client = self.client_of(BENCH_USER_5X, subject, caseload * 5, caseload // 2)
-        larger = CareAssignment.objects.filter(therapist__username=BENCH_USER_5X).count()
+        larger_client, larger = self.client_of(BENCH_USER_5X, subject, caseload * 5, caseload // 2)
         if larger > caseload:
             # Interleaved, so that the machine's changes of speed during the run move both alike.
             few, many = [], []
@@ -77,13 +75,14 @@ class Command(BaseCommand):
                 f"{statistics.median(many) / statistics.median(few):.2f}x (target 0.8-1.2x)"
             )
 
-    def client_of(self, username: str, subject: Patient, caseload: int, deteriorating: int) -> Client:
+    def client_of(self, username: str, subject: Patient, caseload: int, deteriorating: int) -> tuple[Client, int]:
+        """A test client logged in as `username`, given its caseload (see `assign`), and how many it holds."""
         user, _ = get_user_model().objects.get_or_create(username=username)
         Membership.objects.get_or_create(user=user, clinic=subject.clinic, defaults={"role": Role.THERAPIST})
-        self.assign(user, subject, caseload, deteriorating)
+        assigned = self.assign(user, subject, caseload, deteriorating)
         client = Client(SERVER_NAME="localhost")
         client.force_login(user)
-        return client
+        return client, assigned
 
     @staticmethod
     def timed(client: Client, url: str) -> float:
