@@ -108,9 +108,27 @@ class OutcomeSummary(models.Model):
     latest_at = models.DateTimeField()
     latest_response_id = models.CharField(max_length=128)
     count = models.PositiveIntegerField()
+    # The latest total is at least the instrument's reliable change above the first (DESIGN §8): computed
+    # by the database from the columns above, so that the caseload's deteriorating filter reads a partial
+    # index of the few patients it names instead of probing every assigned patient's rows.
+    reliably_worse = models.GeneratedField(
+        expression=models.Case(
+            *(
+                models.When(
+                    Q(instrument=code, latest_total__gte=F("first_total") + instrument.reliable_change),
+                    then=models.Value(True),
+                )
+                for code, instrument in INSTRUMENTS.items()
+            ),
+            default=models.Value(False),
+        ),
+        output_field=models.BooleanField(),
+        db_persist=True,
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["patient", "instrument"], name="outcome_summary_once")]
+        indexes = [models.Index(fields=["patient"], condition=Q(reliably_worse=True), name="outcome_summary_worse")]
 
     def __str__(self) -> str:
         return f"{self.instrument} summary of patient {self.patient_id}"

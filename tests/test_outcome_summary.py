@@ -93,6 +93,44 @@ def test_deleting_a_patient_leaves_no_summary(clinic):
     assert not OutcomeSummary.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("instrument", "first", "latest", "worse"),
+    [
+        ("phq9", 8, 13, False),  # 5 points: below the PHQ-9's reliable change of 6
+        ("phq9", 8, 14, True),  # exactly 6
+        ("phq9", 8, 20, True),
+        ("phq9", 14, 8, False),  # reliable improvement is not deterioration
+        ("gad7", 5, 8, False),  # 3 points: below the GAD-7's reliable change of 4
+        ("gad7", 5, 9, True),  # exactly 4
+        ("gad7", 0, 21, True),
+        ("gad7", 9, 5, False),
+    ],
+)
+def test_the_stored_flag_is_a_reliable_deterioration_from_the_first_to_the_latest_total(
+    clinic, instrument, first, latest, worse
+):
+    patient = PatientFactory(clinic=clinic)
+    OutcomeResponseFactory(patient=patient, instrument=instrument, total=first, administered_at=T0)
+    OutcomeResponseFactory(
+        patient=patient, instrument=instrument, total=latest, administered_at=T0 + timedelta(days=14)
+    )
+    assert OutcomeSummary.objects.get(patient=patient).reliably_worse is worse
+
+
+def test_the_stored_flag_follows_the_latest_total_and_a_late_first_score(clinic):
+    patient = PatientFactory(clinic=clinic)
+    OutcomeResponseFactory(patient=patient, total=8, administered_at=T0)
+    OutcomeResponseFactory(patient=patient, total=14, administered_at=T0 + timedelta(days=14))
+    assert OutcomeSummary.objects.get(patient=patient).reliably_worse
+    later = OutcomeResponseFactory(patient=patient, total=9, administered_at=T0 + timedelta(days=28))
+    assert not OutcomeSummary.objects.get(patient=patient).reliably_worse
+    OutcomeResponse.objects.filter(pk=later.pk).update(total=15)  # a corrected latest total: 7 points worse
+    assert OutcomeSummary.objects.get(patient=patient).reliably_worse
+    # an earlier, higher score posted late becomes the first: 15 is not worse than 20
+    OutcomeResponseFactory(patient=patient, total=20, administered_at=T0 - timedelta(days=7))
+    assert not OutcomeSummary.objects.get(patient=patient).reliably_worse
+
+
 def test_a_random_sequence_of_writes_always_matches_the_responses(clinic):
     rng = random.Random(14)
     patients = [PatientFactory(clinic=clinic) for _ in range(3)]
@@ -196,3 +234,19 @@ def test_the_deteriorating_filter_reads_no_response_per_patient(clinic, therapis
     assert "reports_outcomesummary" in relations
     assert OutcomeResponse._meta.db_table not in relations
     assert len(rows) == 20
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL query plans")
+def test_the_deteriorating_filter_can_read_the_partial_index_of_reliably_worse_summaries(clinic, therapist_a):
+    """The filter's condition is the partial index's, so that PostgreSQL can read the few summaries it
+    names instead of every assigned patient's (on a table this small it would rather scan the table, so
+    sequential scans are turned off to ask whether the index applies)."""
+    deteriorating_caseload(clinic, therapist_a, 30)
+    rows = selectors.caseload_rows(therapist_a, CaseloadQuery(filters=frozenset({"deteriorating"})))
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        sql, params = rows.query.sql_with_params()
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0][0]["Plan"]
+    assert "outcome_summary_worse" in {node.get("Index Name") for node in _plan_nodes(plan)}
+    assert sorted(p.player_id for p in rows) == [f"dt-{i:04d}" for i in range(0, 30, 3)]

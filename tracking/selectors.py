@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from reports import cadence
 from reports.instruments import GAD7, PHQ9, Instrument
-from reports.models import Alert, AlertKind, MeasureStatus, OutcomeResponse
+from reports.models import Alert, AlertKind, MeasureStatus, OutcomeResponse, OutcomeSummary
 from reports.outcomes import reliable_change_direction
 from reports.selectors import SEVERITY_ORDER, severity_rank
 from tracking import analytics
@@ -171,6 +171,14 @@ def _outcome_summaries() -> dict[str, Any]:
     return fields
 
 
+def _reliably_worse_patients() -> QuerySet[OutcomeSummary, Any]:
+    """The patients whose latest PHQ-9 or GAD-7 total is reliably worse than their first (DESIGN §8): the
+    stored summary's computed flag, read from its partial index alone (an index-only scan of the few it
+    names, or one probe per patient, whichever PostgreSQL finds cheaper), so that the filter costs about
+    the same whatever the caseload's size. The flag is computed for exactly the tracked measures."""
+    return OutcomeSummary.objects.filter(reliably_worse=True).values("patient_id")
+
+
 def _inactive_for_a_week(rows: QuerySet[CaseloadPatient], now: datetime) -> QuerySet[CaseloadPatient]:
     """No active day in the 7 local days ending today (today and the 6 before), each patient's today in
     their own time zone (DESIGN §3): one condition per time zone in the caseload."""
@@ -261,10 +269,7 @@ def caseload_rows(
     if "inactive_7d" in query.filters:
         rows = _inactive_for_a_week(rows, now)
     if "deteriorating" in query.filters:
-        rows = rows.filter(
-            Q(phq9_last__gte=F("phq9_first") + PHQ9.reliable_change)
-            | Q(gad7_last__gte=F("gad7_first") + GAD7.reliable_change)
-        )
+        rows = rows.filter(pk__in=_reliably_worse_patients())
     for instrument in CADENCE_INSTRUMENTS:
         if f"{instrument.code}_due" in query.filters:
             rows = rows.filter(_due_condition(rows, now, (instrument.code,)))

@@ -20,10 +20,9 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef
 from django.test import Client
 
-from reports.instruments import GAD7, PHQ9
 from reports.models import OutcomeSummary
 from tracking import recompute
 from tracking.management.commands._base import percentile
@@ -103,12 +102,7 @@ class Command(BaseCommand):
     def assign(user, subject: Patient, caseload: int, deteriorating_count: int) -> int:
         """Assign `user` the subject, the clinic's first `deteriorating_count` deteriorating patients and
         other patients up to `caseload`, and no others (analytics computed); the number assigned."""
-        deteriorating = Exists(
-            OutcomeSummary.objects.filter(patient=OuterRef("pk")).filter(
-                Q(instrument=PHQ9.code, latest_total__gte=F("first_total") + PHQ9.reliable_change)
-                | Q(instrument=GAD7.code, latest_total__gte=F("first_total") + GAD7.reliable_change)
-            )
-        )
+        deteriorating = Exists(OutcomeSummary.objects.filter(patient=OuterRef("pk"), reliably_worse=True))
         others = Patient.objects.filter(clinic=subject.clinic).exclude(pk=subject.pk).order_by("pk")
         patients = list(others.filter(deteriorating)[:deteriorating_count])
         patients += others.exclude(deteriorating)[: caseload - 1 - len(patients)]
