@@ -11,6 +11,7 @@ import pytest
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
+from reports.instruments import INSTRUMENTS
 from reports.models import OutcomeResponse, OutcomeSummary
 from tests.conftest import logged_in
 from tests.factories import CareAssignmentFactory, OutcomeResponseFactory, PatientFactory
@@ -115,6 +116,11 @@ def test_the_stored_flag_is_a_reliable_deterioration_from_the_first_to_the_lates
         patient=patient, instrument=instrument, total=latest, administered_at=T0 + timedelta(days=14)
     )
     assert OutcomeSummary.objects.get(patient=patient).reliably_worse is worse
+
+
+def test_the_stored_flag_covers_exactly_the_measures_the_caseload_tracks():
+    # the filter reads the flag of every summary: it must be computed for the caseload's measures only
+    assert set(INSTRUMENTS.values()) == set(selectors.CADENCE_INSTRUMENTS)
 
 
 def test_the_stored_flag_follows_the_latest_total_and_a_late_first_score(clinic):
