@@ -215,7 +215,8 @@ def test_the_deteriorating_filter_costs_the_same_queries_for_100_and_500_patient
     with CaptureQueriesContext(connection) as many:
         page = client.get("/?filter=deteriorating")
     assert page.status_code == 200 and page.context["page"].paginator.count == 167
-    assert len(few.captured_queries) == len(many.captured_queries) == 10
+    # the page's 10, and the filter's own: the ids of the caseload's reliably worse patients
+    assert len(few.captured_queries) == len(many.captured_queries) == 11
 
 
 def _plan_nodes(node: dict):
@@ -248,11 +249,28 @@ def test_the_deteriorating_filter_can_read_the_partial_index_of_reliably_worse_s
     names instead of every assigned patient's (on a table this small it would rather scan the table, so
     sequential scans are turned off to ask whether the index applies)."""
     deteriorating_caseload(clinic, therapist_a, 30)
-    rows = selectors.caseload_rows(therapist_a, CaseloadQuery(filters=frozenset({"deteriorating"})))
+    worse = selectors.reliably_worse_in_caseload(therapist_a)
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
-        sql, params = rows.query.sql_with_params()
+        sql, params = worse.query.sql_with_params()
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0][0]["Plan"]
     assert "outcome_summary_worse" in {node.get("Index Name") for node in _plan_nodes(plan)}
+    rows = selectors.caseload_rows(therapist_a, CaseloadQuery(filters=frozenset({"deteriorating"})))
     assert sorted(p.player_id for p in rows) == [f"dt-{i:04d}" for i in range(0, 30, 3)]
+
+
+def test_a_patient_worse_on_both_measures_is_one_row_of_the_filter(clinic, therapist_a):
+    patient = CareAssignmentFactory(patient=PatientFactory(clinic=clinic), therapist=therapist_a).patient
+    for instrument, first, latest in (("phq9", 5, 15), ("gad7", 3, 12)):
+        OutcomeResponseFactory(patient=patient, instrument=instrument, total=first, administered_at=T0)
+        OutcomeResponseFactory(
+            patient=patient, instrument=instrument, total=latest, administered_at=T0 + timedelta(days=14)
+        )
+    other = CareAssignmentFactory(patient=PatientFactory(clinic=clinic), therapist=therapist_a).patient
+    OutcomeResponseFactory(patient=other, total=20, administered_at=T0)  # one score: no change to speak of
+    unassigned = PatientFactory(clinic=clinic)  # reliably worse, but another therapist's concern
+    OutcomeResponseFactory(patient=unassigned, total=2, administered_at=T0)
+    OutcomeResponseFactory(patient=unassigned, total=20, administered_at=T0 + timedelta(days=14))
+    rows = selectors.caseload_rows(therapist_a, CaseloadQuery(filters=frozenset({"deteriorating"})))
+    assert [p.pk for p in rows] == [patient.pk]

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from reports import cadence
 from reports.instruments import GAD7, PHQ9, Instrument
-from reports.models import Alert, AlertKind, MeasureStatus, OutcomeResponse, OutcomeSummary
+from reports.models import Alert, AlertKind, MeasureStatus, OutcomeResponse
 from reports.outcomes import reliable_change_direction
 from reports.selectors import SEVERITY_ORDER, severity_rank
 from tracking import analytics
@@ -171,12 +171,19 @@ def _outcome_summaries() -> dict[str, Any]:
     return fields
 
 
-def _reliably_worse_patients() -> QuerySet[OutcomeSummary, Any]:
-    """The patients whose latest PHQ-9 or GAD-7 total is reliably worse than their first (DESIGN §8): the
-    stored summary's computed flag, read from its partial index alone (an index-only scan of the few it
-    names, or one probe per patient, whichever PostgreSQL finds cheaper), so that the filter costs about
-    the same whatever the caseload's size. The flag is computed for exactly the tracked measures."""
-    return OutcomeSummary.objects.filter(reliably_worse=True).values("patient_id")
+def reliably_worse_in_caseload(user: User) -> QuerySet[Patient, int]:
+    """The ids of the user's patients whose latest PHQ-9 or GAD-7 total is reliably worse than their first
+    (DESIGN §8), from the outcome summary's stored flag and its partial index. The caseload's
+    deteriorating filter runs this first and then names the few patients it found: as a subquery of the
+    caseload's query instead, it cost PostgreSQL more to plan that query than to run it. (The flag is
+    computed for exactly the caseload's measures.)"""
+    return (
+        caseload_for_user(user)
+        .filter(outcome_summaries__reliably_worse=True)
+        .values_list("pk", flat=True)
+        .order_by()
+        .distinct()
+    )
 
 
 def _inactive_for_a_week(rows: QuerySet[CaseloadPatient], now: datetime) -> QuerySet[CaseloadPatient]:
@@ -269,7 +276,7 @@ def caseload_rows(
     if "inactive_7d" in query.filters:
         rows = _inactive_for_a_week(rows, now)
     if "deteriorating" in query.filters:
-        rows = rows.filter(pk__in=_reliably_worse_patients())
+        rows = rows.filter(pk__in=list(reliably_worse_in_caseload(user)))
     for instrument in CADENCE_INSTRUMENTS:
         if f"{instrument.code}_due" in query.filters:
             rows = rows.filter(_due_condition(rows, now, (instrument.code,)))
